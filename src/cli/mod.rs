@@ -1,0 +1,142 @@
+//! Command-line interface: one module per subcommand, a tracing-backed [`Reporter`], and the
+//! mapping from library errors to exit codes (documented in the README, stable).
+
+mod plan;
+mod run;
+mod sample_data;
+mod schema;
+mod validate;
+mod verify;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use lethe::error::{exit, Error};
+use lethe::report::{Event, Reporter};
+
+#[derive(Parser, Debug)]
+#[command(name = "lethe", version, about = "Make a multi-tenant platform's exports and backups keep their privacy promises")]
+pub struct Cli {
+    /// Log format on stderr; defaults to JSON when stderr is not a terminal.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// More detail (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check a pipeline spec and its dataset schemas; report every problem at once.
+    Validate(validate::Args),
+    /// Print the JSON Schema of the spec formats (pipeline and dataset schema).
+    Schema(schema::Args),
+    /// Generate deterministic, realistic, messy sample data.
+    SampleData(sample_data::Args),
+    /// Run the stages the pipeline lists (nightly job): compact, apply requests, commit.
+    Run(run::Args),
+    /// Dry run: what `run` would read, delete, redact, retain, rectify and write.
+    Plan(plan::Args),
+    /// Check the latest snapshot: checksums, and no erased person's identifier survives.
+    Verify(verify::Args),
+}
+
+/// Logs library events through tracing. Events carry no personal data.
+struct TracingReporter;
+
+impl Reporter for TracingReporter {
+    fn report(&self, event: Event) {
+        match &event {
+            Event::Warning { message } => tracing::warn!("{message}"),
+            Event::Phase { name } => tracing::debug!(phase = %name, "phase"),
+            Event::TenantStarted { tenant } => tracing::info!(%tenant, "tenant started"),
+            Event::TenantDone { tenant, committed, rows_out, files } => {
+                tracing::info!(%tenant, committed, rows_out, files, "tenant done")
+            }
+            Event::TenantSkipped { tenant, reason } => tracing::info!(%tenant, %reason, "tenant skipped"),
+            Event::Info { message } => tracing::info!("{message}"),
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    let level = if cli.quiet {
+        "warn"
+    } else {
+        match cli.verbose {
+            0 => "info",
+            1 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LETHE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("lethe={level},warn")));
+    let json = match cli.log_format {
+        Some(LogFormat::Json) => true,
+        Some(LogFormat::Text) => false,
+        None => !std::io::stderr().is_terminal(),
+    };
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    if json {
+        b.json().flatten_event(true).init();
+    } else {
+        b.compact().init();
+    }
+}
+
+pub fn runtime() -> Result<lethe::runtime::Runtime, Error> {
+    lethe::runtime::Runtime::new()
+}
+
+/// Loads and validates the pipeline (exit 78 with every problem listed on failure).
+pub fn load(path: &Path) -> Result<Arc<lethe::spec::Pipeline>, Error> {
+    lethe::spec::load(path).map(Arc::new)
+}
+
+pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), Error> {
+    let body = serde_json::to_vec_pretty(value).map_err(|e| Error::internal(e.to_string()))?;
+    std::fs::write(path, body).map_err(|source| Error::Io { op: "write", path: PathBuf::from(path), source })
+}
+
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => exit::OK,
+                _ => exit::USAGE,
+            };
+        }
+    };
+    init_logging(&cli);
+    let reporter = TracingReporter;
+    let result = match cli.command {
+        Command::Validate(a) => validate::exec(a),
+        Command::Schema(a) => schema::exec(a),
+        Command::SampleData(a) => sample_data::exec(a),
+        Command::Run(a) => run::exec(a, &reporter),
+        Command::Plan(a) => plan::exec(a, &reporter),
+        Command::Verify(a) => verify::exec(a, &reporter),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! `lethe verify PIPELINE`: exit 65 when a file does not match its manifest or an erased
+//! person's identifier survives; findings are named by keyed hash only.
+
+use std::path::PathBuf;
+
+use lethe::error::{exit, Error};
+use lethe::report::Reporter;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    pipeline: PathBuf,
+    #[arg(long = "tenant")]
+    tenants: Vec<String>,
+    /// Write the verify report (JSON) here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn exec(a: Args, reporter: &dyn Reporter) -> Result<i32, Error> {
+    let p = super::load(&a.pipeline)?;
+    let rt = super::runtime()?;
+    let r = rt.block_on(lethe::verify::verify(p, &a.tenants, reporter))?;
+    println!("verified {} tenant(s), {} file(s), {} erased identifier(s)", r.tenants_checked, r.files_checked, r.erased_identifiers);
+    for f in &r.checksum_failures {
+        println!("CHECKSUM MISMATCH: {f}");
+    }
+    for f in &r.findings {
+        println!("SURVIVOR: tenant {} dataset {} column {}: {} row(s); identifiers {}", f.tenant, f.dataset, f.column, f.rows, f.identifier_hashes.join(" "));
+    }
+    for e in &r.exempt {
+        println!("exempt: tenant {} dataset {}: {} row(s) kept under legal basis: {}", e.tenant, e.dataset, e.rows, e.legal_basis);
+    }
+    if let Some(out) = &a.out {
+        super::write_json(out, &r)?;
+    }
+    if r.ok() {
+        println!("ok");
+        Ok(exit::OK)
+    } else {
+        Err(Error::VerifyFailed { findings: r.findings.len() + r.checksum_failures.len(), report: a.out.map(|p| p.display().to_string()) })
+    }
+}

@@ -1,0 +1,559 @@
+//! Executing a run: for each tenant, read the previous snapshot and new exports, resolve the
+//! ledger's requests, compact, apply, write new files, commit a manifest.
+//!
+//! I/O is async on tokio with bounded concurrency; CPU work (parsing, Polars, Parquet encoding)
+//! is handed to rayon through [`crate::runtime::cpu`]. Tenants run one after another so peak
+//! memory is bounded by the largest tenant, not by the total; a tenant's failure is reported and
+//! does not stop the others.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::apply::{self, ApplyStats, MentionMatcher, Rectification, Subjects};
+use crate::commit::{self, AppliedRequest, DatasetEntry, FileEntry, LedgerPosition, Manifest};
+use crate::error::{Error, Result};
+use crate::hash::{sha256_hex, Keyed};
+use crate::identity::{self, IdentSet, IdentityIndex};
+use crate::ledger::{self, Ledger, Reject, RequestKind};
+use crate::plan::{self, ExportFile, PlannedDataset, RunPlan, TenantPlan};
+use crate::report::{Event, Reporter};
+use crate::spec::{Dataset, Pipeline};
+use crate::storage::read::{self, ReadHints};
+use crate::storage::{validate_tenant_id, Location, ObjectInfo};
+
+/// Marks frames read only to resolve identities (not compacted into the snapshot).
+const IDENTITY_ONLY: &str = "identity-only:";
+
+/// Concurrent object reads within one tenant.
+const READ_CONCURRENCY: usize = 8;
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Only these tenants (all when empty).
+    pub tenants: Vec<String>,
+    /// Compute everything, write nothing (`lethe plan`).
+    pub dry_run: bool,
+    /// A plan made earlier: refuse to run when any input changed since (exit 75).
+    pub expect_plan: Option<RunPlan>,
+    /// Override the generated run id (tests).
+    pub run_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantStatus {
+    Committed,
+    Unchanged,
+    Planned,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TenantReport {
+    pub tenant: String,
+    pub status: TenantStatus,
+    pub sequence: Option<u64>,
+    pub datasets: BTreeMap<String, PlannedDataset>,
+    pub requests_applied: usize,
+    pub error: Option<String>,
+    pub exit_code: Option<i32>,
+}
+
+/// What a run did; written to `<outputs>/runs/<run_id>.json` (no personal data).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunReport {
+    pub run_id: String,
+    pub pipeline: String,
+    pub spec_hash: String,
+    pub engine_version: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub dry_run: bool,
+    pub demo_key: bool,
+    pub tenants: Vec<TenantReport>,
+    pub ledger_requests: usize,
+    pub ledger_duplicates: usize,
+    pub rejects: Vec<Reject>,
+    pub unmatched_exports: Vec<String>,
+    pub plan: Option<RunPlan>,
+}
+
+impl RunReport {
+    /// The exit code of the run: 0, or the first failed tenant's code.
+    pub fn exit_code(&self) -> i32 {
+        self.tenants.iter().find_map(|t| t.exit_code).unwrap_or(0)
+    }
+}
+
+/// Everything a run needs that does not depend on the tenant.
+pub struct Context {
+    pub pipeline: Arc<Pipeline>,
+    pub keyed: Keyed,
+    pub exports: Location,
+    pub ledger_loc: Location,
+    pub outputs: Location,
+    pub tenants: BTreeSet<String>,
+    pub ledger: Ledger,
+    pub ledger_files: Vec<ObjectInfo>,
+    pub exports_listed: Vec<ObjectInfo>,
+}
+
+fn loc(url: &str, p: &Pipeline) -> Result<Location> {
+    Location::parse(url, &p.base_dir)
+}
+
+/// Reads and conforms one file (CPU part on rayon).
+async fn read_conformed(location: &Location, path: String, ds: Option<Dataset>) -> Result<DataFrame> {
+    let bytes = location.get(&path).await?;
+    let full = format!("{}/{}", location.url().trim_end_matches('/'), path);
+    crate::runtime::cpu(move || {
+        let hints = ReadHints { schema: ds.as_ref().map(crate::conform::polars_schema) };
+        let df = read::read_frame(bytes, &full, &hints)?;
+        match ds {
+            Some(ds) => crate::conform::conform(df, &ds, &full),
+            None => Ok(df),
+        }
+    })
+    .await
+}
+
+/// Reads the tenant registry; invalid ids are reported and skipped.
+pub async fn read_tenants(p: &Pipeline, exports: &Location, reporter: &dyn Reporter) -> Result<BTreeSet<String>> {
+    let ds = p
+        .datasets
+        .get(&p.tenants.dataset)
+        .cloned()
+        .ok_or_else(|| Error::internal("registry dataset missing after validation"))?;
+    let df = read_conformed(exports, p.tenants.path.clone(), Some(ds)).await?;
+    let ids = df
+        .column(&p.tenants.id_column)
+        .and_then(|c| c.as_materialized_series().cast(&DataType::String))
+        .map_err(|e| Error::polars(&p.tenants.path, e))?;
+    let mut out = BTreeSet::new();
+    for (i, id) in ids.str().map_err(|e| Error::polars(&p.tenants.path, e))?.iter().enumerate() {
+        match id.map(str::trim) {
+            Some(id) if validate_tenant_id(id).is_ok() => {
+                out.insert(id.to_string());
+            }
+            _ => reporter.report(Event::Warning {
+                message: format!("tenant registry {} row {}: invalid tenant id, tenant skipped", p.tenants.path, i + 1),
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// Lists and parses the request ledger.
+pub async fn read_ledger(p: &Pipeline, ledger_loc: &Location, tenants: &BTreeSet<String>, keyed: &Keyed) -> Result<(Ledger, Vec<ObjectInfo>)> {
+    let files: Vec<ObjectInfo> = ledger_loc.list("").await?.into_iter().filter(|o| read::detect(&o.path).is_some()).collect();
+    let frames: Vec<(String, DataFrame)> = futures::stream::iter(files.iter().map(|o| {
+        let path = o.path.clone();
+        async move { read_conformed(ledger_loc, path.clone(), None).await.map(|df| (path, df)) }
+    }))
+    .buffered(READ_CONCURRENCY)
+    .try_collect()
+    .await?;
+    let pipeline = p.clone();
+    let tenants = tenants.clone();
+    let keyed = keyed.clone();
+    let ledger = crate::runtime::cpu(move || ledger::parse(&frames, &pipeline, &tenants, &keyed)).await;
+    Ok((ledger, files))
+}
+
+impl Context {
+    pub async fn open(p: Arc<Pipeline>, reporter: &dyn Reporter) -> Result<Context> {
+        let keyed = Keyed::from_pipeline(&p)?;
+        if keyed.demo {
+            reporter.report(Event::Warning {
+                message: "using the PUBLIC DEMO HMAC key: suppression lists and evidence are not protected; set the key variable the spec names".into(),
+            });
+        }
+        let exports = loc(&p.locations.exports, &p)?;
+        let ledger_loc = loc(&p.locations.ledger, &p)?;
+        let outputs = loc(&p.locations.outputs, &p)?;
+        reporter.report(Event::Phase { name: "list".into() });
+        let tenants = read_tenants(&p, &exports, reporter).await?;
+        let exports_listed = exports.list("").await?;
+        let (ledger, ledger_files) = read_ledger(&p, &ledger_loc, &tenants, &keyed).await?;
+        if !ledger.rejects.is_empty() {
+            reporter.report(Event::Warning { message: format!("{} ledger row(s) rejected; see the run report", ledger.rejects.len()) });
+        }
+        Ok(Context { pipeline: p, keyed, exports, ledger_loc, outputs, tenants, ledger, ledger_files, exports_listed })
+    }
+
+    /// Plans every tenant from listings (no data read).
+    pub async fn plan(&self, only: &[String]) -> Result<RunPlan> {
+        let p = &self.pipeline;
+        let (by_tenant, unmatched) = plan::group_exports(p, &self.exports_listed, &self.tenants);
+        let mut tenants = Vec::new();
+        for t in &self.tenants {
+            if !only.is_empty() && !only.contains(t) {
+                continue;
+            }
+            let all = by_tenant.get(t).cloned().unwrap_or_default();
+            let prev = commit::latest(&self.outputs, t).await?;
+            let requests: Vec<&ledger::Request> = self.ledger.for_tenant(t).collect();
+            let fp = plan::fingerprint(p, t, &all, &requests, &self.keyed);
+            let new = plan::new_exports(&all, prev.as_ref());
+            tenants.push(TenantPlan {
+                tenant: t.clone(),
+                previous_sequence: prev.as_ref().map(|m| m.sequence),
+                changed: prev.as_ref().is_none_or(|m| m.input_fingerprint != fp),
+                new_exports: new,
+                all_exports: all,
+                requests: requests.len(),
+                fingerprint: fp,
+                datasets: BTreeMap::new(),
+            });
+        }
+        Ok(RunPlan {
+            pipeline: p.name.clone(),
+            spec_hash: p.spec_hash.clone(),
+            engine_version: env!("CARGO_PKG_VERSION").into(),
+            tenants,
+            unmatched_exports: unmatched,
+        })
+    }
+}
+
+/// Resolves a tenant's requests (and STOP messages) to subjects.
+fn resolve_subjects(
+    p: &Pipeline,
+    tenant: &str,
+    requests: &[ledger::Request],
+    index: &IdentityIndex,
+    stop_senders: &[(String, String)],
+    keyed: &Keyed,
+) -> (Subjects, Vec<AppliedRequest>) {
+    let mut s = Subjects::default();
+    let mut applied = Vec::new();
+    let th = keyed.for_tenant(tenant);
+    for r in requests {
+        let id = (r.identifier_kind.clone(), r.identifier.clone());
+        let resolved = index.resolve(&id);
+        match r.kind {
+            RequestKind::Erase => s.erase.extend(resolved.iter().cloned()),
+            RequestKind::OptOut => s.opt_out.extend(resolved.iter().cloned()),
+            RequestKind::Rectify => {
+                if let (Some(field), Some(value)) = (&r.field, &r.value)
+                    && let Some((dataset, column)) = ledger::resolve_field(p, field)
+                {
+                    let mut subject = IdentSet::default();
+                    subject.extend(resolved.iter().cloned());
+                    s.rectify.push(Rectification { subject, dataset, column, value: value.clone() });
+                }
+            }
+            RequestKind::Access => continue,
+        }
+        applied.push(AppliedRequest {
+            request_id: r.id.clone(),
+            kind: r.kind,
+            identifier_hash: th.identifier(&r.identifier_kind, &r.identifier),
+            received_at: chrono::DateTime::from_timestamp_micros(r.received_at).map(|d| d.to_rfc3339()).unwrap_or_default(),
+            resolved: resolved.len(),
+        });
+    }
+    for id in stop_senders {
+        s.opt_out.extend(index.resolve(id));
+    }
+    (s, applied)
+}
+
+/// Normalized sender identifiers of opt-out signals (e.g. inbound SMS whose body is STOP).
+fn stop_senders(p: &Pipeline, ds: &Dataset, df: &DataFrame) -> PolarsResult<Vec<(String, String)>> {
+    let Some(sig) = &ds.opt_out_signal else { return Ok(Vec::new()) };
+    let Some(sender_col) = ds.column(&sig.sender_column) else { return Ok(Vec::new()) };
+    let Some(kind) = sender_col.identifier.as_ref().and_then(|k| p.identifiers.get(k)) else { return Ok(Vec::new()) };
+    let body = df.column(&sig.body_column)?.as_materialized_series().cast(&DataType::String)?;
+    let sender = df.column(&sig.sender_column)?.as_materialized_series().cast(&DataType::String)?;
+    let when = match &sig.when {
+        Some((c, v)) => Some((df.column(c)?.as_materialized_series().cast(&DataType::String)?, v.clone())),
+        None => None,
+    };
+    let mut out = BTreeSet::new();
+    for i in 0..df.height() {
+        if let Some((w, v)) = &when
+            && w.str()?.get(i).map(str::trim) != Some(v.as_str())
+        {
+            continue;
+        }
+        let Some(b) = body.str()?.get(i) else { continue };
+        if !p.policies.stop_keywords.iter().any(|k| k.eq_ignore_ascii_case(b.trim())) {
+            continue;
+        }
+        if let Some(n) = sender.str()?.get(i).and_then(|x| identity::normalize(kind, x)) {
+            out.insert((kind.name.clone(), n));
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// The output of one tenant, ready to commit.
+struct TenantOutput {
+    datasets: BTreeMap<String, (DataFrame, ApplyStats)>,
+    applied: Vec<AppliedRequest>,
+    suppression: Vec<String>,
+}
+
+/// Reads, resolves, compacts and applies one tenant (no writes).
+async fn compute_tenant(ctx: &Context, tp: &TenantPlan, prev: Option<&Manifest>) -> Result<TenantOutput> {
+    let p = ctx.pipeline.clone();
+    let t = tp.tenant.clone();
+    // Inputs in compaction order: previous snapshot files, then new exports.
+    let mut reads: Vec<(String, bool, String)> = Vec::new(); // (dataset, from outputs?, path)
+    for ds in p.tenant_datasets() {
+        if let Some(m) = prev
+            && let Some(e) = m.datasets.get(&ds.name)
+        {
+            reads.extend(e.files.iter().map(|f| (ds.name.clone(), true, f.path.clone())));
+        }
+        let new: Vec<&ExportFile> = if prev.is_some() { tp.new_exports.iter().collect() } else { tp.all_exports.iter().collect() };
+        reads.extend(new.into_iter().filter(|f| f.dataset == ds.name).map(|f| (ds.name.clone(), false, f.input.path.clone())));
+    }
+    // Identity sees every version of the linking dataset ever exported, not just what the
+    // snapshot kept: a person's former addresses are still theirs.
+    let link_name = p.linking_dataset().map(|d| d.name.clone());
+    if prev.is_some()
+        && let Some(link) = &link_name
+    {
+        let already: BTreeSet<&str> = tp.new_exports.iter().map(|f| f.input.path.as_str()).collect();
+        reads.extend(
+            tp.all_exports
+                .iter()
+                .filter(|f| &f.dataset == link && !already.contains(f.input.path.as_str()))
+                .map(|f| (format!("{IDENTITY_ONLY}{link}"), false, f.input.path.clone())),
+        );
+    }
+    let frames: Vec<(String, DataFrame)> = futures::stream::iter(reads.into_iter().map(|(d, from_out, path)| {
+        let ds = p.datasets.get(d.trim_start_matches(IDENTITY_ONLY)).cloned();
+        let location = if from_out { &ctx.outputs } else { &ctx.exports };
+        async move { read_conformed(location, path, ds).await.map(|df| (d, df)) }
+    }))
+    .buffered(READ_CONCURRENCY)
+    .try_collect()
+    .await?;
+
+    let requests: Vec<ledger::Request> = ctx.ledger.for_tenant(&t).cloned().collect();
+    let keyed = ctx.keyed.clone();
+    crate::runtime::cpu(move || {
+        let mut by_ds: BTreeMap<String, Vec<DataFrame>> = BTreeMap::new();
+        for (d, df) in frames {
+            by_ds.entry(d).or_default().push(df);
+        }
+        let perr = |e: PolarsError| Error::internal(format!("tenant {t}: {e}"));
+        // Identity over every version of the linking dataset's rows.
+        let mut index = IdentityIndex::default();
+        if let Some(link) = p.linking_dataset() {
+            let history = by_ds.get(&format!("{IDENTITY_ONLY}{}", link.name));
+            for df in by_ds.get(&link.name).into_iter().flatten().chain(history.into_iter().flatten()) {
+                index.add_frame(df, link, &p.identifiers).map_err(perr)?;
+            }
+        }
+        let mut stops = Vec::new();
+        for ds in p.tenant_datasets().filter(|d| d.opt_out_signal.is_some()) {
+            for df in by_ds.get(&ds.name).into_iter().flatten() {
+                stops.extend(stop_senders(&p, ds, df).map_err(perr)?);
+            }
+        }
+        let (subjects, applied) = resolve_subjects(&p, &t, &requests, &index, &stops, &keyed);
+        let mentions = MentionMatcher::new(&subjects.erase, &p.identifiers);
+        let th = keyed.for_tenant(&t);
+        let mut suppression: BTreeSet<String> = BTreeSet::new();
+        for (k, v) in subjects.erase.sorted().into_iter().chain(subjects.opt_out.sorted()) {
+            suppression.insert(format!("{k},{}", th.identifier(&k, &v)));
+        }
+        let names: Vec<Dataset> = p.tenant_datasets().cloned().collect();
+        let results: Vec<Result<(String, (DataFrame, ApplyStats))>> = {
+            use rayon::prelude::*;
+            names
+                .par_iter()
+                .map(|ds| {
+                    let frames = by_ds.get(&ds.name).cloned().unwrap_or_default();
+                    let df = crate::compact::compact(frames, ds).map_err(perr)?;
+                    let out = apply::apply_dataset(df, ds, &p.identifiers, &subjects, &mentions, &p.policies.free_text_mask).map_err(perr)?;
+                    Ok((ds.name.clone(), out))
+                })
+                .collect()
+        };
+        let datasets = results.into_iter().collect::<Result<BTreeMap<_, _>>>()?;
+        Ok(TenantOutput { datasets, applied, suppression: suppression.into_iter().collect() })
+    })
+    .await
+}
+
+/// Encodes the tenant's files (CPU) and, unless dry, writes them; returns manifest entries.
+async fn write_tenant(ctx: &Context, tenant: &str, run_id: &str, out: TenantOutput, dry_run: bool) -> Result<(BTreeMap<String, DatasetEntry>, Option<FileEntry>, BTreeMap<String, PlannedDataset>, Vec<AppliedRequest>)> {
+    let p = ctx.pipeline.clone();
+    let t = tenant.to_string();
+    let rid = run_id.to_string();
+    let TenantOutput { datasets, applied, suppression } = out;
+    // Encode on rayon.
+    let encoded: Vec<(String, ApplyStats, u64, Vec<(String, Bytes, u64)>)> = crate::runtime::cpu(move || {
+        let mut res = Vec::new();
+        for (name, (df, stats)) in datasets {
+            let ds = p.datasets.get(&name).ok_or_else(|| Error::internal("dataset vanished"))?;
+            let bloom: Vec<String> = ds.identifier_columns().map(|c| c.name.clone()).collect();
+            let opts = crate::parquet_io::WriteOptions {
+                zstd_level: p.policies.zstd_level,
+                row_group_rows: p.policies.row_group_rows,
+                bloom_columns: bloom,
+                metadata: vec![
+                    ("lethe.version".into(), env!("CARGO_PKG_VERSION").into()),
+                    ("lethe.dataset".into(), name.clone()),
+                    ("lethe.tenant".into(), t.clone()),
+                ],
+            };
+            let rows = df.height() as u64;
+            let mut files = Vec::new();
+            for (i, part) in crate::parquet_io::split_for_size(&df, p.policies.target_file_size).into_iter().enumerate() {
+                let n = part.height() as u64;
+                let mut part: DataFrame = part;
+                let bytes = crate::parquet_io::write_parquet(&mut part, &opts)?;
+                files.push((format!("{}/snapshots/{rid}/{name}/part-{i:05}.parquet", commit::tenant_prefix(&t)), bytes, n));
+            }
+            res.push((name, stats, rows, files));
+        }
+        Ok::<_, Error>(res)
+    })
+    .await?;
+    let mut entries = BTreeMap::new();
+    let mut planned = BTreeMap::new();
+    let mut puts: Vec<(String, Bytes)> = Vec::new();
+    for (name, stats, rows, files) in encoded {
+        let mut fe = Vec::new();
+        let mut bytes_total = 0;
+        for (path, bytes, n) in files {
+            bytes_total += bytes.len() as u64;
+            fe.push(FileEntry { path: path.clone(), size: bytes.len() as u64, sha256: sha256_hex(&bytes), rows: n });
+            puts.push((path, bytes));
+        }
+        planned.insert(name.clone(), PlannedDataset { stats: stats.clone(), rows_out: rows, files: fe.len(), bytes: bytes_total });
+        entries.insert(name, DatasetEntry { files: fe, rows, stats });
+    }
+    let body = Bytes::from(suppression.iter().fold(String::from("kind,hmac_sha256\n"), |mut s, l| {
+        s.push_str(l);
+        s.push('\n');
+        s
+    }));
+    let spath = format!("{}/suppression/{run_id}.csv", commit::tenant_prefix(tenant));
+    let sup = FileEntry { path: spath.clone(), size: body.len() as u64, sha256: sha256_hex(&body), rows: suppression.len() as u64 };
+    puts.push((spath, body));
+    if !dry_run {
+        futures::stream::iter(puts.into_iter().map(|(path, bytes)| async move { ctx.outputs.put(&path, bytes).await }))
+            .buffer_unordered(READ_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+    }
+    Ok((entries, Some(sup), planned, applied))
+}
+
+async fn run_tenant(ctx: &Context, tp: &TenantPlan, run_id: &str, opts: &RunOptions) -> Result<TenantReport> {
+    let prev = commit::latest(&ctx.outputs, &tp.tenant).await?;
+    if prev.as_ref().map(|m| m.sequence) != tp.previous_sequence {
+        return Err(Error::CommitConflict { tenant: tp.tenant.clone(), message: "another run committed while this one was planning".into() });
+    }
+    let out = compute_tenant(ctx, tp, prev.as_ref()).await?;
+    let (datasets, suppression, planned, applied) = write_tenant(ctx, &tp.tenant, run_id, out, opts.dry_run).await?;
+    let n_applied = applied.len();
+    if opts.dry_run {
+        return Ok(TenantReport { tenant: tp.tenant.clone(), status: TenantStatus::Planned, sequence: None, datasets: planned, requests_applied: n_applied, error: None, exit_code: None });
+    }
+    if std::env::var("LETHE_FAILPOINT").as_deref() == Ok("before_commit") {
+        // Test hook: simulate a crash after the data files are written and before the commit.
+        std::process::abort();
+    }
+    let seq = prev.as_ref().map_or(1, |m| m.sequence + 1);
+    let manifest = Manifest {
+        format: commit::MANIFEST_FORMAT,
+        engine_version: env!("CARGO_PKG_VERSION").into(),
+        tenant: tp.tenant.clone(),
+        sequence: seq,
+        parent: prev.as_ref().map(|m| m.sequence),
+        run_id: run_id.into(),
+        committed_at: chrono::Utc::now().to_rfc3339(),
+        spec_hash: ctx.pipeline.spec_hash.clone(),
+        input_fingerprint: tp.fingerprint.clone(),
+        exports: tp.all_exports.iter().map(|f| f.input.clone()).collect(),
+        ledger: LedgerPosition { files: ctx.ledger_files.iter().map(Into::into).collect(), requests: applied },
+        datasets,
+        suppression,
+    };
+    commit::commit(&ctx.outputs, &manifest).await?;
+    Ok(TenantReport { tenant: tp.tenant.clone(), status: TenantStatus::Committed, sequence: Some(seq), datasets: planned, requests_applied: n_applied, error: None, exit_code: None })
+}
+
+/// `lethe run` and `lethe plan`: every tenant, one after another.
+pub async fn run(p: Arc<Pipeline>, opts: RunOptions, reporter: &dyn Reporter) -> Result<RunReport> {
+    let started_at = chrono::Utc::now().to_rfc3339();
+    let run_id = opts.run_id.clone().unwrap_or_else(|| {
+        format!("{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"), &uuid::Uuid::new_v4().simple().to_string()[..8])
+    });
+    let ctx = Context::open(p.clone(), reporter).await?;
+    for t in &opts.tenants {
+        if !ctx.tenants.contains(t) {
+            return Err(Error::Usage { message: format!("tenant `{t}` is not in the tenant registry") });
+        }
+    }
+    let mut plan = ctx.plan(&opts.tenants).await?;
+    if let Some(expected) = &opts.expect_plan {
+        let now: BTreeMap<&str, &str> = plan.tenants.iter().map(|t| (t.tenant.as_str(), t.fingerprint.as_str())).collect();
+        let then: BTreeMap<&str, &str> = expected.tenants.iter().map(|t| (t.tenant.as_str(), t.fingerprint.as_str())).collect();
+        if now != then || expected.spec_hash != plan.spec_hash {
+            let changed: Vec<&str> = now.iter().filter(|(t, f)| then.get(*t) != Some(*f)).map(|(t, _)| *t).collect();
+            return Err(Error::PlanStale {
+                message: format!("inputs changed since the plan was made (tenants: {})", if changed.is_empty() { "set of tenants or spec".into() } else { changed.join(", ") }),
+            });
+        }
+    }
+    let mut reports = Vec::new();
+    for tp in plan.tenants.iter_mut() {
+        if !tp.changed && !opts.dry_run {
+            reporter.report(Event::TenantSkipped { tenant: tp.tenant.clone(), reason: "nothing new since the last commit".into() });
+            reports.push(TenantReport { tenant: tp.tenant.clone(), status: TenantStatus::Unchanged, sequence: tp.previous_sequence, datasets: BTreeMap::new(), requests_applied: 0, error: None, exit_code: None });
+            continue;
+        }
+        reporter.report(Event::TenantStarted { tenant: tp.tenant.clone() });
+        match run_tenant(&ctx, tp, &run_id, &opts).await {
+            Ok(r) => {
+                reporter.report(Event::TenantDone {
+                    tenant: tp.tenant.clone(),
+                    committed: r.status == TenantStatus::Committed,
+                    rows_out: r.datasets.values().map(|d| d.rows_out).sum(),
+                    files: r.datasets.values().map(|d| d.files).sum(),
+                });
+                tp.datasets = r.datasets.clone();
+                reports.push(r);
+            }
+            Err(e) => {
+                reporter.report(Event::Warning { message: format!("tenant {} failed: {e}", tp.tenant) });
+                reports.push(TenantReport { tenant: tp.tenant.clone(), status: TenantStatus::Failed, sequence: tp.previous_sequence, datasets: BTreeMap::new(), requests_applied: 0, error: Some(e.to_string()), exit_code: Some(e.exit_code()) });
+            }
+        }
+    }
+    let report = RunReport {
+        run_id: run_id.clone(),
+        pipeline: p.name.clone(),
+        spec_hash: p.spec_hash.clone(),
+        engine_version: env!("CARGO_PKG_VERSION").into(),
+        started_at,
+        finished_at: chrono::Utc::now().to_rfc3339(),
+        dry_run: opts.dry_run,
+        demo_key: ctx.keyed.demo,
+        tenants: reports,
+        ledger_requests: ctx.ledger.requests.len(),
+        ledger_duplicates: ctx.ledger.duplicates,
+        rejects: ctx.ledger.rejects.clone(),
+        unmatched_exports: plan.unmatched_exports.clone(),
+        plan: opts.dry_run.then(|| plan.clone()),
+    };
+    if !opts.dry_run && report.tenants.iter().any(|t| t.status != TenantStatus::Unchanged) {
+        let body = serde_json::to_vec_pretty(&report).map_err(|e| Error::internal(e.to_string()))?;
+        ctx.outputs.put(&format!("runs/{run_id}.json"), Bytes::from(body)).await?;
+    }
+    Ok(report)
+}

@@ -1,0 +1,292 @@
+//! Identity: normalizing identifiers and resolving a request to all of a person's identifiers.
+//!
+//! Matching works on normalized values only (emails trimmed and lowercased, phones as E.164), so
+//! `+1 (415) 555-0100`, `4155550100` and `0014155550100` are one number. Resolution runs per tenant
+//! over that tenant's rows of the linking dataset (e.g. contacts): a request by phone finds the
+//! contact's id and email addresses too. Nothing here ever sees another tenant's rows.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use polars::prelude::*;
+
+use crate::spec::{Dataset, IdentifierKind, Normalize};
+
+/// A normalized identifier: (kind, value).
+pub type Ident = (String, String);
+
+/// Normalizes one raw identifier; `None` when it cannot be read as that kind.
+pub fn normalize(kind: &IdentifierKind, raw: &str) -> Option<String> {
+    let t = raw.trim();
+    if t.is_empty() {
+        return None;
+    }
+    match kind.normalize {
+        Normalize::Email => Some(t.to_lowercase()),
+        Normalize::Id => Some(t.to_string()),
+        Normalize::Phone => normalize_phone(t, kind.default_country),
+    }
+}
+
+/// Stricter check for identifiers in requests: a request must name a plausible identifier.
+pub fn parse_requested(kind: &IdentifierKind, raw: &str) -> Result<String, &'static str> {
+    let n = normalize(kind, raw).ok_or(match kind.normalize {
+        Normalize::Phone => "the phone number cannot be parsed",
+        _ => "the identifier is empty",
+    })?;
+    if kind.normalize == Normalize::Email {
+        let (local, domain) = n.split_once('@').ok_or("the email address has no `@`")?;
+        if local.is_empty() || domain.is_empty() || n.contains(char::is_whitespace) {
+            return Err("the email address is malformed");
+        }
+    }
+    Ok(n)
+}
+
+fn normalize_phone(t: &str, country: Option<phonenumber::country::Id>) -> Option<String> {
+    // `00` is the international call prefix in most of the world (also written for US numbers in
+    // exports as `001...`): read it as `+`.
+    let owned;
+    let s = if let Some(rest) = t.strip_prefix("00") {
+        owned = format!("+{rest}");
+        owned.as_str()
+    } else {
+        t
+    };
+    // Reject text that merely contains a few digits ("call me at 5").
+    let digits = s.chars().filter(|c| c.is_ascii_digit()).count();
+    if !(5..=17).contains(&digits) || s.chars().any(|c| c.is_alphabetic() && !matches!(c, 'x' | 'X')) {
+        return None;
+    }
+    let n = phonenumber::parse(country, s).ok()?;
+    Some(phonenumber::format(&n).mode(phonenumber::Mode::E164).to_string())
+}
+
+/// A normalized identifier column: one value per row, or a list per row.
+pub enum NormColumn {
+    Scalar(Vec<Option<String>>),
+    List(Vec<Vec<String>>),
+}
+
+/// Normalizes a whole column, caching per distinct raw value (phone parsing is not cheap).
+pub fn normalize_column(kind: &IdentifierKind, s: &Series) -> PolarsResult<NormColumn> {
+    let mut cache: HashMap<String, Option<String>> = HashMap::new();
+    let mut norm = |raw: &str| -> Option<String> {
+        if let Some(v) = cache.get(raw) {
+            return v.clone();
+        }
+        let v = normalize(kind, raw);
+        cache.insert(raw.to_string(), v.clone());
+        v
+    };
+    match s.dtype() {
+        DataType::List(_) => {
+            let ca = s.list()?;
+            let mut out = Vec::with_capacity(ca.len());
+            for item in ca.amortized_iter() {
+                let mut v = Vec::new();
+                if let Some(inner) = item {
+                    let inner = inner.as_ref().cast(&DataType::String)?;
+                    for x in inner.str()?.iter().flatten() {
+                        if let Some(n) = norm(x) {
+                            v.push(n);
+                        }
+                    }
+                }
+                out.push(v);
+            }
+            Ok(NormColumn::List(out))
+        }
+        _ => {
+            let s = s.cast(&DataType::String)?;
+            let ca = s.str()?;
+            Ok(NormColumn::Scalar(ca.iter().map(|o| o.and_then(&mut norm)).collect()))
+        }
+    }
+}
+
+/// Normalized identifier columns of one frame, by column name.
+pub struct NormalizedFrame {
+    pub columns: Vec<(String, String, NormColumn)>, // (column, kind, values)
+    pub height: usize,
+}
+
+impl NormalizedFrame {
+    pub fn build(df: &DataFrame, ds: &Dataset, kinds: &BTreeMap<String, IdentifierKind>) -> PolarsResult<Self> {
+        let mut columns = Vec::new();
+        for c in ds.identifier_columns() {
+            let kind_name = c.identifier.as_deref().unwrap_or_default();
+            let Some(kind) = kinds.get(kind_name) else { continue };
+            let s = df.column(&c.name)?.as_materialized_series();
+            columns.push((c.name.clone(), kind_name.to_string(), normalize_column(kind, s)?));
+        }
+        Ok(NormalizedFrame { columns, height: df.height() })
+    }
+
+    /// The identifiers found in row `i`.
+    pub fn row_idents(&self, i: usize) -> Vec<Ident> {
+        let mut out = Vec::new();
+        for (_, kind, col) in &self.columns {
+            match col {
+                NormColumn::Scalar(v) => {
+                    if let Some(x) = &v[i] {
+                        out.push((kind.clone(), x.clone()));
+                    }
+                }
+                NormColumn::List(v) => out.extend(v[i].iter().map(|x| (kind.clone(), x.clone()))),
+            }
+        }
+        out
+    }
+
+    /// Rows where any identifier column (restricted to `only` columns when given) holds a member of `set`.
+    pub fn matches(&self, set: &IdentSet, only: Option<&dyn Fn(&str) -> bool>) -> Vec<bool> {
+        let mut hit = vec![false; self.height];
+        if set.is_empty() {
+            return hit;
+        }
+        for (name, kind, col) in &self.columns {
+            if let Some(f) = only
+                && !f(name)
+            {
+                continue;
+            }
+            let Some(values) = set.by_kind.get(kind) else { continue };
+            match col {
+                NormColumn::Scalar(v) => {
+                    for (i, x) in v.iter().enumerate() {
+                        if let Some(x) = x
+                            && values.contains(x)
+                        {
+                            hit[i] = true;
+                        }
+                    }
+                }
+                NormColumn::List(v) => {
+                    for (i, xs) in v.iter().enumerate() {
+                        if xs.iter().any(|x| values.contains(x)) {
+                            hit[i] = true;
+                        }
+                    }
+                }
+            }
+        }
+        hit
+    }
+}
+
+/// A set of normalized identifiers, grouped by kind for fast lookups.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdentSet {
+    pub by_kind: BTreeMap<String, std::collections::HashSet<String>>,
+}
+
+impl IdentSet {
+    pub fn insert(&mut self, kind: &str, value: &str) {
+        self.by_kind.entry(kind.to_string()).or_default().insert(value.to_string());
+    }
+    pub fn extend(&mut self, ids: impl IntoIterator<Item = Ident>) {
+        for (k, v) in ids {
+            self.by_kind.entry(k).or_default().insert(v);
+        }
+    }
+    pub fn contains(&self, kind: &str, value: &str) -> bool {
+        self.by_kind.get(kind).is_some_and(|s| s.contains(value))
+    }
+    pub fn is_empty(&self) -> bool {
+        self.by_kind.values().all(|s| s.is_empty())
+    }
+    pub fn len(&self) -> usize {
+        self.by_kind.values().map(|s| s.len()).sum()
+    }
+    /// Sorted, for deterministic output.
+    pub fn sorted(&self) -> Vec<Ident> {
+        let mut v: Vec<Ident> =
+            self.by_kind.iter().flat_map(|(k, s)| s.iter().map(move |x| (k.clone(), x.clone()))).collect();
+        v.sort();
+        v
+    }
+}
+
+/// Index over one tenant's linking-dataset rows (every version seen, so a person's former
+/// addresses still count as theirs).
+#[derive(Default)]
+pub struct IdentityIndex {
+    rows: Vec<Vec<Ident>>,
+    by_ident: HashMap<Ident, Vec<usize>>,
+    by_key: HashMap<String, Vec<usize>>,
+    row_key: Vec<String>,
+}
+
+impl IdentityIndex {
+    /// Adds the rows of one frame of the linking dataset.
+    pub fn add_frame(&mut self, df: &DataFrame, ds: &Dataset, kinds: &BTreeMap<String, IdentifierKind>) -> PolarsResult<()> {
+        let norm = NormalizedFrame::build(df, ds, kinds)?;
+        let key_cols: Vec<Series> = ds
+            .primary_key
+            .iter()
+            .map(|k| df.column(k).and_then(|c| c.as_materialized_series().cast(&DataType::String)))
+            .collect::<PolarsResult<_>>()?;
+        for i in 0..df.height() {
+            let key = key_cols
+                .iter()
+                .map(|s| s.str().ok().and_then(|ca| ca.get(i)).unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+                .join("\u{1f}");
+            let idx = self.rows.len();
+            let ids = norm.row_idents(i);
+            for id in &ids {
+                self.by_ident.entry(id.clone()).or_default().push(idx);
+            }
+            self.by_key.entry(key.clone()).or_default().push(idx);
+            self.row_key.push(key);
+            self.rows.push(ids);
+        }
+        Ok(())
+    }
+
+    /// All identifiers of the person (or people) holding `id`: the rows that carry it, every
+    /// version of those records, and every identifier on them. Always includes `id` itself.
+    pub fn resolve(&self, id: &Ident) -> BTreeSet<Ident> {
+        let mut out = BTreeSet::new();
+        out.insert(id.clone());
+        let Some(rows) = self.by_ident.get(id) else {
+            return out;
+        };
+        let keys: BTreeSet<&String> = rows.iter().map(|r| &self.row_key[*r]).collect();
+        for k in keys {
+            for r in self.by_key.get(k).into_iter().flatten() {
+                out.extend(self.rows[*r].iter().cloned());
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phone() -> IdentifierKind {
+        IdentifierKind { name: "phone".into(), normalize: Normalize::Phone, default_country: Some(phonenumber::country::Id::US) }
+    }
+
+    #[test]
+    fn phone_formats_agree() {
+        let k = phone();
+        let want = Some("+14155550100".to_string());
+        for raw in ["+1 (415) 555-0100", "4155550100", "0014155550100", "+14155550100", "415.555.0100", " (415) 555 0100 "] {
+            assert_eq!(normalize(&k, raw), want, "{raw}");
+        }
+        assert_eq!(normalize(&k, "+44 7700 900123").as_deref(), Some("+447700900123"));
+        assert_eq!(normalize(&k, "call me"), None);
+        assert!(parse_requested(&k, "call me").is_err());
+    }
+
+    #[test]
+    fn email_normalization() {
+        let k = IdentifierKind { name: "email".into(), normalize: Normalize::Email, default_country: None };
+        assert_eq!(normalize(&k, "  Jane.Doe@Example.COM ").as_deref(), Some("jane.doe@example.com"));
+        assert!(parse_requested(&k, "nobody").is_err());
+        assert!(parse_requested(&k, "   ").is_err());
+    }
+}

@@ -1,0 +1,27 @@
+//! lethe: a batch engine that makes a multi-tenant platform's exports and backups keep their
+//! privacy promises (erasure, opt-out, rectification, retention, portability, audit).
+//!
+//! Phases are types: [`spec`] (raw serde input) → [`spec::Pipeline`] (validated model) →
+//! [`plan::RunPlan`] (pure, no data I/O beyond listing) → [`exec`] (reads, applies, writes) →
+//! [`commit`] manifests and [`report`]s. The library never prints; it reports through
+//! [`report::Reporter`], which the CLI implements.
+
+pub mod error;
+pub mod hash;
+pub mod report;
+pub mod spec;
+pub mod storage;
+pub mod runtime;
+pub mod ledger;
+pub mod identity;
+pub mod apply;
+pub mod compact;
+pub mod conform;
+pub mod parquet_io;
+pub mod commit;
+pub mod plan;
+pub mod exec;
+pub mod verify;
+pub mod sample;
+
+pub use error::{Error, Result};

@@ -1,0 +1,143 @@
+//! The validated runtime model built from the raw spec: every name resolved, every rule checked.
+//! Later phases take a [`Pipeline`] and never re-check what validation guaranteed.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use indexmap::IndexMap;
+
+pub use super::raw::{ColumnType, Normalize, OnErase, Stage};
+use crate::storage::layout::Template;
+
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub name: String,
+    pub spec_path: PathBuf,
+    /// Directory relative locations are resolved against (the spec's directory).
+    pub base_dir: PathBuf,
+    /// SHA-256 over the pipeline file and every schema file: recorded in manifests and evidence.
+    pub spec_hash: String,
+    pub locations: Locations,
+    pub layout: Layout,
+    pub tenants: TenantRegistry,
+    pub identifiers: BTreeMap<String, IdentifierKind>,
+    /// Datasets in spec order, the tenant registry included.
+    pub datasets: IndexMap<String, Dataset>,
+    pub stages: Vec<Stage>,
+    pub keys: Keys,
+    pub policies: Policies,
+}
+
+impl Pipeline {
+    /// The tenant-partitioned datasets (every dataset but the registry), in spec order.
+    pub fn tenant_datasets(&self) -> impl Iterator<Item = &Dataset> {
+        self.datasets.values().filter(move |d| d.name != self.tenants.dataset)
+    }
+
+    /// The dataset that links a person's identifiers together, if the spec declares one.
+    pub fn linking_dataset(&self) -> Option<&Dataset> {
+        self.datasets.values().find(|d| d.links_identities)
+    }
+}
+
+/// Location URLs after `${VAR}` interpolation; relative paths already resolved to absolute ones.
+#[derive(Debug, Clone)]
+pub struct Locations {
+    pub exports: String,
+    pub backups: Option<String>,
+    pub ledger: String,
+    pub outputs: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub base: Template,
+    pub incremental: Template,
+    pub backups: Option<Template>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TenantRegistry {
+    pub dataset: String,
+    pub path: String,
+    pub id_column: String,
+    pub region_column: Option<String>,
+    pub closed_at_column: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentifierKind {
+    pub name: String,
+    pub normalize: Normalize,
+    pub default_country: Option<phonenumber::country::Id>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pub hmac_key_env: Option<String>,
+    pub allow_demo_key: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Policies {
+    /// Upper-cased stop keywords.
+    pub stop_keywords: Vec<String>,
+    pub free_text_mask: String,
+    pub target_file_size: u64,
+    pub row_group_rows: usize,
+    pub zstd_level: i32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub name: String,
+    pub description: String,
+    pub schema_path: PathBuf,
+    pub primary_key: Vec<String>,
+    pub version_column: Option<String>,
+    pub timestamp_column: Option<String>,
+    pub sort_by: Vec<String>,
+    pub links_identities: bool,
+    pub opt_out_flag: Option<String>,
+    pub opt_out_signal: Option<OptOutSignal>,
+    /// Legal basis that overrides erasure for this dataset's rows.
+    pub retain: Option<String>,
+    pub categories: Vec<String>,
+    pub columns: IndexMap<String, Column>,
+}
+
+impl Dataset {
+    pub fn identifier_columns(&self) -> impl Iterator<Item = &Column> {
+        self.columns.values().filter(|c| c.identifier.is_some())
+    }
+    pub fn free_text_columns(&self) -> impl Iterator<Item = &Column> {
+        self.columns.values().filter(|c| c.free_text)
+    }
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.get(name)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OptOutSignal {
+    pub when: Option<(String, String)>,
+    pub body_column: String,
+    pub sender_column: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub name: String,
+    pub ty: ColumnType,
+    pub description: String,
+    pub identifier: Option<String>,
+    pub on_erase: Option<OnErase>,
+    pub personal: bool,
+    pub free_text: bool,
+}
+
+impl Column {
+    pub fn is_list(&self) -> bool {
+        self.ty == ColumnType::ListString
+    }
+}

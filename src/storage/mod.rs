@@ -1,0 +1,612 @@
+//! Object storage: one [`Location`] type over local disk, memory, S3, GCS and Azure.
+//!
+//! Every byte lethe reads or writes goes through a `Location`, so the rest of the engine never
+//! knows which backend it runs on, and the one conformance suite (`tests/integration/storage.rs`)
+//! holds every backend to the same behaviour. Commits rely on [`Location::put_if_absent`] being
+//! atomic on every backend: of two writers racing for the same key, exactly one wins.
+
+pub mod layout;
+pub mod read;
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use object_store::memory::InMemory;
+use object_store::path::Path as ObjPath;
+use object_store::{
+    BackoffConfig, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    RetryConfig,
+};
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+use crate::error::{Error, Result};
+
+/// The URL forms [`Location::parse`] accepts, for error hints.
+const ACCEPTED_FORMS: &str = "use a local path (absolute, or relative to the pipeline file), \
+     file:///abs/path, memory://NAME, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix";
+
+/// One object-store location: a store plus a root prefix inside it.
+///
+/// Cheap to clone; clones and [`Location::child`]ren share the underlying store (and so its
+/// connection pool).
+#[derive(Clone, Debug)]
+pub struct Location {
+    store: Arc<dyn ObjectStore>,
+    /// Root of this location inside `store`; empty means the whole store.
+    prefix: ObjPath,
+    /// The URL of `prefix`'s store root (`s3://bucket`, `file://`, `memory://name`), without a
+    /// trailing slash; `url()` appends the prefix.
+    store_url: String,
+    /// Shared request budget (see [`Location::with_budget`]); `None` means unbounded.
+    budget: Option<Arc<Semaphore>>,
+}
+
+/// What [`Location::list`] and [`Location::head`] report about one object.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ObjectInfo {
+    /// Path relative to the location root, `/`-separated, no leading slash.
+    pub path: String,
+    pub size: u64,
+    pub last_modified: DateTime<Utc>,
+    pub e_tag: Option<String>,
+}
+
+impl Location {
+    /// Parses a location URL; relative local paths are resolved against `base_dir`.
+    ///
+    /// Nothing is created or contacted here: a local directory is created by the first write,
+    /// and cloud credentials are checked by the first request. Cloud builders read their usual
+    /// environment variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`), e.g. `AWS_ENDPOINT` and
+    /// `AWS_ALLOW_HTTP=true` for a local S3 server.
+    pub fn parse(url: &str, base_dir: &Path) -> Result<Location> {
+        let trimmed = url.trim();
+        if trimmed.is_empty() {
+            return Err(Error::config("empty storage location", ACCEPTED_FORMS));
+        }
+        if !trimmed.contains("://") {
+            return Self::local(&resolve_local(Path::new(trimmed), base_dir)?);
+        }
+        let parsed = url::Url::parse(trimmed).map_err(|e| {
+            Error::config(
+                format!("storage location `{trimmed}` is not a valid URL: {e}"),
+                ACCEPTED_FORMS,
+            )
+        })?;
+        match parsed.scheme() {
+            "file" => {
+                let path = parsed.to_file_path().map_err(|()| {
+                    Error::config(
+                        format!("storage location `{trimmed}` is not a local absolute path"),
+                        "write file:///abs/path (three slashes), or a plain path",
+                    )
+                })?;
+                Self::local(&resolve_local(&path, base_dir)?)
+            }
+            "memory" => {
+                let name = parsed.host_str().unwrap_or_default();
+                if name.is_empty() {
+                    return Err(Error::config(
+                        format!("storage location `{trimmed}` names no memory store"),
+                        "write memory://NAME; locations with the same NAME share one store",
+                    ));
+                }
+                Ok(Location {
+                    store: memory_store(name),
+                    prefix: parse_url_prefix(trimmed, parsed.path())?,
+                    store_url: format!("memory://{name}"),
+                    budget: None,
+                })
+            }
+            scheme @ ("s3" | "gs" | "az") => {
+                let bucket = parsed.host_str().unwrap_or_default();
+                if bucket.is_empty() {
+                    return Err(Error::config(
+                        format!("storage location `{trimmed}` names no bucket or container"),
+                        ACCEPTED_FORMS,
+                    ));
+                }
+                let prefix = parse_url_prefix(trimmed, parsed.path())?;
+                let store = cloud_store(scheme, bucket).map_err(|e| {
+                    Error::config(
+                        format!("cannot configure storage for `{trimmed}`: {e}"),
+                        "check the AWS_*, GOOGLE_* or AZURE_* environment variables",
+                    )
+                })?;
+                Ok(Location {
+                    store,
+                    prefix,
+                    store_url: format!("{scheme}://{bucket}"),
+                    budget: None,
+                })
+            }
+            other => Err(Error::config(
+                format!("storage location `{trimmed}` has unsupported scheme `{other}`"),
+                ACCEPTED_FORMS,
+            )),
+        }
+    }
+
+    /// A location on local disk rooted at the absolute directory `dir`.
+    fn local(dir: &Path) -> Result<Location> {
+        // A root-less store with the directory as prefix, rather than `new_with_prefix`, which
+        // canonicalises and so needs the directory to exist: the directory is created by the
+        // first write (object_store creates parents), and a missing one lists as empty.
+        let prefix = ObjPath::from_absolute_path(dir).map_err(|e| {
+            Error::config(
+                format!("local storage path {} is not usable: {e}", dir.display()),
+                "use a directory path without control characters",
+            )
+        })?;
+        // fsync: manifests and ledgers written here are the evidence of erasure; a crash must
+        // not leave a committed-looking but empty file behind.
+        let store = object_store::local::LocalFileSystem::new().with_fsync(true);
+        Ok(Location {
+            store: Arc::new(store),
+            prefix,
+            store_url: "file://".into(),
+            budget: None,
+        })
+    }
+
+    /// The location's URL, for messages and manifests (no trailing slash).
+    pub fn url(&self) -> String {
+        self.url_of(&self.prefix)
+    }
+
+    /// The URL of one object or sub-prefix of this location, for messages.
+    pub fn url_for(&self, rel: &str) -> String {
+        self.child(rel).url()
+    }
+
+    fn url_of(&self, path: &ObjPath) -> String {
+        let path = path.as_ref();
+        if self.store_url == "file://" {
+            // Local prefixes are absolute paths stored without their leading '/'.
+            format!("file:///{path}")
+        } else if path.is_empty() {
+            self.store_url.clone()
+        } else {
+            format!("{}/{path}", self.store_url)
+        }
+    }
+
+    /// A sub-prefix of this location on the same store.
+    ///
+    /// Segments are taken literally (empty ones skipped); a `.` or `..` segment is escaped by
+    /// object_store rather than climbing out of this location.
+    pub fn child(&self, rel: &str) -> Location {
+        let mut prefix = self.prefix.clone();
+        for part in rel.split('/').filter(|s| !s.is_empty()) {
+            prefix = prefix.join(part);
+        }
+        Location {
+            store: Arc::clone(&self.store),
+            prefix,
+            store_url: self.store_url.clone(),
+            budget: self.budget.clone(),
+        }
+    }
+
+    /// This location with every request holding a permit from `budget` (typically
+    /// [`crate::runtime::Runtime::io_budget`], shared by all locations of a run), so the number
+    /// of requests in flight is bounded however many tasks issue them. Children inherit it.
+    pub fn with_budget(mut self, budget: Arc<Semaphore>) -> Location {
+        self.budget = Some(budget);
+        self
+    }
+
+    async fn permit(&self) -> Result<Option<SemaphorePermit<'_>>> {
+        match &self.budget {
+            None => Ok(None),
+            Some(budget) => budget
+                .acquire()
+                .await
+                .map(Some)
+                .map_err(|_| Error::internal("the I/O budget semaphore was closed")),
+        }
+    }
+
+    /// The underlying store, for operations this type does not wrap (e.g. multipart uploads).
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The full store path of `rel`, for use with [`Location::store`].
+    pub fn object_path(&self, rel: &str) -> Result<ObjPath> {
+        let rel_path = ObjPath::parse(rel).map_err(|e| {
+            Error::config(
+                format!("invalid object path `{rel}` under {}: {e}", self.url()),
+                "object paths are '/'-separated, without empty, '.' or '..' segments",
+            )
+        })?;
+        Ok(join(&self.prefix, &rel_path))
+    }
+
+    /// Every object under `rel_prefix`, recursively, sorted by path.
+    ///
+    /// `rel_prefix` is a plain string prefix of the relative path, as in S3: `2024-` matches
+    /// `2024-01-01/x.csv`; end it with `/` to list one directory only. A prefix that does not
+    /// exist (including a local directory not yet created) lists as empty.
+    pub async fn list(&self, rel_prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let rel_prefix = rel_prefix.trim_start_matches('/');
+        // object_store lists by whole segments, so list the last complete directory and filter.
+        let dir = rel_prefix.rfind('/').map_or("", |i| &rel_prefix[..i]);
+        let dir_path = self.object_path(dir)?;
+        let _permit = self.permit().await?;
+        let listed: Vec<ObjectMeta> = {
+            let prefix = (!dir_path.as_ref().is_empty()).then_some(&dir_path);
+            match self.store.list(prefix).try_collect().await {
+                Ok(v) => v,
+                Err(object_store::Error::NotFound { .. }) => Vec::new(),
+                Err(source) => {
+                    return Err(Error::Storage {
+                        op: "list",
+                        path: self.url_for(rel_prefix),
+                        source,
+                    });
+                }
+            }
+        };
+        let mut out: Vec<ObjectInfo> = listed
+            .into_iter()
+            .filter_map(|meta| self.info(meta))
+            .filter(|info| info.path.starts_with(rel_prefix))
+            .collect();
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    /// The object's bytes; a missing object is [`Error::InputMissing`].
+    pub async fn get(&self, rel: &str) -> Result<Bytes> {
+        self.get_opt(rel).await?.ok_or_else(|| Error::InputMissing {
+            what: "object".into(),
+            path: self.url_for(rel),
+            hint: "check the location URL and that the export or earlier run that writes this \
+                   object has completed"
+                .into(),
+        })
+    }
+
+    /// The object's bytes, or `None` when it does not exist.
+    pub async fn get_opt(&self, rel: &str) -> Result<Option<Bytes>> {
+        let path = self.object_path(rel)?;
+        let _permit = self.permit().await?;
+        let fetched = match self.store.get(&path).await {
+            Ok(result) => result.bytes().await,
+            Err(e) => Err(e),
+        };
+        match fetched {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(self.storage_error("get", &path, source)),
+        }
+    }
+
+    /// The object's metadata, or `None` when it does not exist.
+    pub async fn head(&self, rel: &str) -> Result<Option<ObjectInfo>> {
+        let path = self.object_path(rel)?;
+        let _permit = self.permit().await?;
+        match self.store.head(&path).await {
+            Ok(meta) => Ok(self.info(meta)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(self.storage_error("head", &path, source)),
+        }
+    }
+
+    /// Writes the object, replacing any previous version. Readers see the old or the new
+    /// version, never a partial one (local disk writes a temporary file and renames it).
+    pub async fn put(&self, rel: &str, bytes: Bytes) -> Result<()> {
+        let path = self.object_path(rel)?;
+        let _permit = self.permit().await?;
+        tracing::debug!(path = %self.url_of(&path), size = bytes.len(), "put");
+        self.store
+            .put(&path, PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|source| self.storage_error("put", &path, source))
+    }
+
+    /// Writes the object only if it does not exist yet; `false` when it already existed (the
+    /// existing object is left untouched). Atomic on every backend, so of several concurrent
+    /// writers exactly one gets `true`: commits are built on this.
+    pub async fn put_if_absent(&self, rel: &str, bytes: Bytes) -> Result<bool> {
+        let path = self.object_path(rel)?;
+        let _permit = self.permit().await?;
+        tracing::debug!(path = %self.url_of(&path), size = bytes.len(), "put_if_absent");
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .store
+            .put_opts(&path, PutPayload::from(bytes), opts)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(source) => Err(self.storage_error("put_if_absent", &path, source)),
+        }
+    }
+
+    /// Deletes the object; deleting a missing object is not an error (as on S3), so a
+    /// retried cleanup converges.
+    pub async fn delete(&self, rel: &str) -> Result<()> {
+        let path = self.object_path(rel)?;
+        let _permit = self.permit().await?;
+        tracing::debug!(path = %self.url_of(&path), "delete");
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(self.storage_error("delete", &path, source)),
+        }
+    }
+
+    /// `meta` with its path made relative to this location; `None` if it lies outside it.
+    fn info(&self, meta: ObjectMeta) -> Option<ObjectInfo> {
+        let parts = meta.location.prefix_match(&self.prefix)?;
+        let path = parts
+            .map(|p| p.as_ref().to_owned())
+            .collect::<Vec<_>>()
+            .join("/");
+        Some(ObjectInfo {
+            path,
+            size: meta.size,
+            last_modified: meta.last_modified,
+            e_tag: meta.e_tag,
+        })
+    }
+
+    fn storage_error(
+        &self,
+        op: &'static str,
+        path: &ObjPath,
+        source: object_store::Error,
+    ) -> Error {
+        Error::Storage {
+            op,
+            path: self.url_of(path),
+            source,
+        }
+    }
+}
+
+/// Checks that a tenant id is safe to use as a path segment and in file names.
+///
+/// Every path built from a tenant id goes through this (see [`layout::Template::render`]), so a
+/// tenant id from a request file can never address another tenant's or lethe's own objects.
+pub fn validate_tenant_id(id: &str) -> std::result::Result<(), String> {
+    if id.is_empty() {
+        return Err("tenant id is empty".into());
+    }
+    if id.len() > 128 {
+        return Err(format!(
+            "tenant id is {} characters long; at most 128 are allowed",
+            id.len()
+        ));
+    }
+    if id.starts_with('.') {
+        return Err("tenant id must not start with '.'".into());
+    }
+    if let Some(bad) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
+        return Err(format!(
+            "tenant id contains {bad:?}; only letters, digits, '_', '.' and '-' are allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// Bounded retries with backoff for transient cloud errors (5xx, throttling, timeouts), done
+/// by object_store itself. Kept well below credential lifetimes, as object_store advises.
+fn retry_config() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig::default(),
+        max_retries: 8,
+        retry_timeout: Duration::from_secs(120),
+    }
+}
+
+fn cloud_store(scheme: &str, bucket: &str) -> object_store::Result<Arc<dyn ObjectStore>> {
+    Ok(match scheme {
+        "s3" => Arc::new(
+            // Conditional puts (If-None-Match: *) are object_store's default for S3
+            // (`S3ConditionalPut::ETagMatch`); AWS_CONDITIONAL_PUT can still override it.
+            object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_retry(retry_config())
+                .build()?,
+        ),
+        "gs" => Arc::new(
+            object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                .with_bucket_name(bucket)
+                .with_retry(retry_config())
+                .build()?,
+        ),
+        _ => Arc::new(
+            object_store::azure::MicrosoftAzureBuilder::from_env()
+                .with_container_name(bucket)
+                .with_retry(retry_config())
+                .build()?,
+        ),
+    })
+}
+
+/// The process-wide in-memory stores, by name, so that two parses of `memory://NAME` (say, a
+/// pipeline's output and a later verify run in the same test) see the same objects.
+fn memory_store(name: &str) -> Arc<dyn ObjectStore> {
+    static STORES: OnceLock<Mutex<HashMap<String, Arc<InMemory>>>> = OnceLock::new();
+    let stores = STORES.get_or_init(Default::default);
+    // A panic while holding this lock cannot leave the map inconsistent: recover it.
+    let mut stores = stores
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let store = stores
+        .entry(name.to_owned())
+        .or_insert_with(|| Arc::new(InMemory::new()));
+    Arc::clone(store) as Arc<dyn ObjectStore>
+}
+
+/// The prefix inside the bucket from a URL's (percent-encoded) path.
+fn parse_url_prefix(url: &str, path: &str) -> Result<ObjPath> {
+    ObjPath::from_url_path(path).map_err(|e| {
+        Error::config(
+            format!("storage location `{url}` has an invalid path: {e}"),
+            "paths are '/'-separated, without empty, '.' or '..' segments",
+        )
+    })
+}
+
+/// `path` made absolute against `base_dir` and cleaned of `.`/`..` without touching the disk
+/// (the directory may not exist yet).
+fn resolve_local(path: &Path, base_dir: &Path) -> Result<PathBuf> {
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base_dir.join(path)
+    };
+    let absolute = std::path::absolute(&joined).map_err(|source| Error::Io {
+        op: "resolve storage path",
+        path: joined.clone(),
+        source,
+    })?;
+    let mut clean = PathBuf::new();
+    for component in absolute.components() {
+        match component {
+            Component::ParentDir => {
+                clean.pop();
+            }
+            Component::CurDir => {}
+            other => clean.push(other.as_os_str()),
+        }
+    }
+    Ok(clean)
+}
+
+fn join(prefix: &ObjPath, rel: &ObjPath) -> ObjPath {
+    prefix.parts().chain(rel.parts()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(url: &str) -> Result<Location> {
+        Location::parse(url, Path::new("/base/dir"))
+    }
+
+    #[test]
+    fn local_paths_resolve_against_base_dir() {
+        assert_eq!(parse("out").unwrap().url(), "file:///base/dir/out");
+        assert_eq!(parse("./a/../b/").unwrap().url(), "file:///base/dir/b");
+        assert_eq!(parse("/abs/x").unwrap().url(), "file:///abs/x");
+        assert_eq!(parse("file:///abs/x").unwrap().url(), "file:///abs/x");
+        assert_eq!(parse("../up").unwrap().url(), "file:///base/up");
+        assert_eq!(parse("/").unwrap().url(), "file:///");
+        assert_eq!(parse("/").unwrap().url_for("x"), "file:///x");
+    }
+
+    #[test]
+    fn cloud_and_memory_urls() {
+        assert_eq!(parse("memory://t1").unwrap().url(), "memory://t1");
+        assert_eq!(parse("memory://t1/a/b/").unwrap().url(), "memory://t1/a/b");
+        let s3 = parse("s3://bucket/some/prefix").unwrap();
+        assert_eq!(s3.url(), "s3://bucket/some/prefix");
+        assert_eq!(s3.child("x/y").url(), "s3://bucket/some/prefix/x/y");
+        assert_eq!(s3.url_for("f.csv"), "s3://bucket/some/prefix/f.csv");
+        assert_eq!(parse("s3://bucket").unwrap().url(), "s3://bucket");
+    }
+
+    #[test]
+    fn bad_urls_are_config_errors() {
+        let err = parse("ftp://host/x").unwrap_err();
+        assert!(err.to_string().contains("s3://bucket/prefix"), "{err}");
+        for url in [
+            "",
+            "ftp://host/x",
+            "memory://",
+            "s3:///nobucket",
+            "file://host/x",
+        ] {
+            let err = parse(url).unwrap_err();
+            assert_eq!(err.exit_code(), crate::error::exit::CONFIG, "{url}: {err}");
+            assert!(err.to_string().contains(url), "{err}");
+        }
+    }
+
+    #[test]
+    fn child_cannot_escape() {
+        let loc = parse("memory://esc/root").unwrap();
+        assert_eq!(loc.child("../x").url(), "memory://esc/root/%2E%2E/x");
+        assert!(loc.object_path("../x").is_err());
+        assert!(loc.object_path("a//b").is_err());
+    }
+
+    #[test]
+    fn tenant_ids() {
+        for ok in ["acme", "a-b_c.d", "A1", &"x".repeat(128)] {
+            assert_eq!(validate_tenant_id(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            ".hidden",
+            "a/b",
+            "a\\b",
+            "a b",
+            "é",
+            "a\0",
+            &"x".repeat(129),
+        ] {
+            assert!(validate_tenant_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn memory_urls_share_a_store() {
+        let a = parse("memory://shared-test").unwrap();
+        a.put("k", Bytes::from_static(b"v")).await.unwrap();
+        let b = parse("memory://shared-test/").unwrap();
+        assert_eq!(b.get("k").await.unwrap(), Bytes::from_static(b"v"));
+        let other = parse("memory://other-test").unwrap();
+        assert!(other.get_opt("k").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn requests_wait_for_the_budget() {
+        let budget = Arc::new(Semaphore::new(1));
+        let loc = parse("memory://budget-test")
+            .unwrap()
+            .with_budget(Arc::clone(&budget));
+        let child = loc.child("c");
+        let held = budget.try_acquire().unwrap();
+        let blocked = tokio::time::timeout(Duration::from_millis(50), child.put("k", Bytes::new()));
+        assert!(blocked.await.is_err(), "put ran without a permit");
+        drop(held);
+        child.put("k", Bytes::new()).await.unwrap();
+        assert_eq!(loc.list("").await.unwrap().len(), 1);
+        assert_eq!(budget.available_permits(), 1);
+    }
+
+    #[tokio::test]
+    async fn list_uses_string_prefixes() {
+        let loc = parse("memory://list-prefix-test/root").unwrap();
+        for k in ["2024-01/a", "2024-02/b", "2025-01/c", "x"] {
+            loc.put(k, Bytes::new()).await.unwrap();
+        }
+        let paths = |v: Vec<ObjectInfo>| v.into_iter().map(|i| i.path).collect::<Vec<_>>();
+        assert_eq!(
+            paths(loc.list("2024-").await.unwrap()),
+            ["2024-01/a", "2024-02/b"]
+        );
+        assert_eq!(paths(loc.list("2024-01/").await.unwrap()), ["2024-01/a"]);
+        assert_eq!(paths(loc.list("").await.unwrap()).len(), 4);
+        assert!(loc.list("nothing/").await.unwrap().is_empty());
+    }
+}

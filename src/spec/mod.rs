@@ -132,6 +132,9 @@ pub fn load(spec_path: &Path) -> Result<Pipeline> {
     let spec_hash = hex::encode(hasher.finalize());
 
     let pipeline = build(&spec, spec_path, &base_dir, &map, &schemas, spec_hash, &mut diags);
+    // Pipeline file first, then schemas in the order the pipeline names them, each by position.
+    let order: Vec<PathBuf> = std::iter::once(spec_path.to_path_buf()).chain(schemas.values().map(|(p, _, _)| p.clone())).collect();
+    diags.sort_by_key(|d| (order.iter().position(|p| p == &d.file).unwrap_or(usize::MAX), d.line.is_none(), d.line, d.col));
     if diags.is_empty() {
         pipeline.ok_or_else(|| Error::internal("validation produced no pipeline and no diagnostics"))
     } else {
@@ -248,11 +251,12 @@ fn build(
         match interpolate(raw, &env).and_then(|s| resolve_location(&s, base_dir)) {
             Ok(s) => s,
             Err(m) => {
-                ps.push(
-                    &format!("locations.{key}"),
-                    format!("bad location: {m}"),
-                    Some("set the variable or give a default with `${VAR:-default}`; see the README's spec reference".into()),
-                );
+                let hint = if m.contains("environment variable") {
+                    "set the variable, or give a default with `${VAR:-default}`"
+                } else {
+                    "locations are URLs (s3://bucket/prefix, gs://, az://, memory://, file:///abs) or plain paths relative to the spec"
+                };
+                ps.push(&format!("locations.{key}"), format!("bad location: {m}"), Some(hint.into()));
                 String::new()
             }
         }
@@ -405,7 +409,7 @@ fn build_dataset(
     spath: &Path,
     s: &DatasetSchemaSpec,
     identifiers: &BTreeMap<String, IdentifierKind>,
-    is_registry: bool,
+    _is_registry: bool,
     sink: &mut Sink,
 ) -> Option<Dataset> {
     let n0 = sink.out.len();
@@ -439,9 +443,6 @@ fn build_dataset(
         && !matches!(col.ty, ColumnType::Timestamp | ColumnType::Date)
     {
         sink.push("timestamp_column", format!("timestamp column `{v}` must be a timestamp or date"), None);
-    }
-    if !is_registry && s.version_column.is_none() {
-        sink.push("version_column", "a tenant dataset needs a version column so upserts pick the latest row", Some("name the `updated_at`-like column".into()));
     }
 
     let mut has_delete = false;

@@ -103,17 +103,23 @@ impl MentionMatcher {
         let mut changed = false;
         let mut pos = 0;
         while pos <= text.len() {
-            let Some(m) = re.find_at(text, pos) else { break };
+            let Some(m) = re.find_at(text, pos) else {
+                break;
+            };
             let before = text[..m.start()].chars().next_back();
             let after = text[m.end()..].chars().next();
             let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
             let first = m.as_str().chars().next();
             let lastc = m.as_str().chars().next_back();
             // A match must not be part of a longer word, number or address.
-            let ok = !(word(before) && word(first))
-                && !(word(after) && word(lastc))
-                && !(before.is_some_and(|c| matches!(c, '.' | '-' | '+' | '%')) && first.is_some_and(|c| c.is_alphanumeric()) && m.as_str().contains('@'))
-                && !(before == Some('+') && first.is_some_and(|c| c.is_ascii_digit()));
+            let inside_word = (word(before) && word(first)) || (word(after) && word(lastc));
+            // `x.jane@example.com` is another address, not a mention of `jane@example.com`.
+            let longer_address = before.is_some_and(|c| matches!(c, '.' | '-' | '+' | '%'))
+                && first.is_some_and(|c| c.is_alphanumeric())
+                && m.as_str().contains('@');
+            // `+44 4155550100` is a number in another country.
+            let other_country = before == Some('+') && first.is_some_and(|c| c.is_ascii_digit());
+            let ok = !(inside_word || longer_address || other_country);
             if ok {
                 out.push_str(&text[last..m.start()]);
                 out.push_str(mask);
@@ -142,7 +148,10 @@ impl MentionMatcher {
 fn phone_pattern(e164: &str) -> Option<String> {
     let n = phonenumber::parse(None, e164).ok()?;
     let cc = n.code().value().to_string();
-    let national = e164.strip_prefix('+')?.strip_prefix(cc.as_str())?.to_string();
+    let national = e164
+        .strip_prefix('+')?
+        .strip_prefix(cc.as_str())?
+        .to_string();
     if national.len() < 4 {
         return None;
     }
@@ -150,7 +159,9 @@ fn phone_pattern(e164: &str) -> Option<String> {
     let digits: Vec<String> = national.chars().map(|c| c.to_string()).collect();
     let body = digits.join(sep);
     // National trunk prefix `0` (e.g. UK 07700 900123) or `1` (NANP) is optional.
-    Some(format!(r"(?:(?:\+|00|011){sep}{cc}{sep}|{cc}{sep}|0{sep})?\(?{body}"))
+    Some(format!(
+        r"(?:(?:\+|00|011){sep}{cc}{sep}|{cc}{sep}|0{sep})?\(?{body}"
+    ))
 }
 
 /// Applies the subjects' requests to one dataset frame of one tenant.
@@ -162,7 +173,10 @@ pub fn apply_dataset(
     mentions: &MentionMatcher,
     mask: &str,
 ) -> PolarsResult<(DataFrame, ApplyStats)> {
-    let mut stats = ApplyStats { rows_in: df.height() as u64, ..Default::default() };
+    let mut stats = ApplyStats {
+        rows_in: df.height() as u64,
+        ..Default::default()
+    };
     if df.height() == 0 {
         return Ok((df, stats));
     }
@@ -172,12 +186,17 @@ pub fn apply_dataset(
     // Rectify first: erasure of the same person (later or earlier) still wins below.
     let mut rectified = vec![false; df.height()];
     for r in subjects.rectify.iter().filter(|r| r.dataset == ds.name) {
-        let Some(col) = ds.column(&r.column) else { continue };
+        let Some(col) = ds.column(&r.column) else {
+            continue;
+        };
         let hit = norm.matches(&r.subject, None);
         if !hit.iter().any(|h| *h) {
             continue;
         }
-        let current = df.column(&col.name)?.as_materialized_series().cast(&DataType::String)?;
+        let current = df
+            .column(&col.name)?
+            .as_materialized_series()
+            .cast(&DataType::String)?;
         let ca = current.str()?;
         let new: StringChunked = ca
             .iter()
@@ -234,9 +253,14 @@ pub fn apply_dataset(
     let mut redacted = vec![false; df.height()];
 
     // Redact the person's values in shared rows.
-    for c in ds.identifier_columns().filter(|c| c.on_erase == Some(OnErase::Redact)) {
+    for c in ds
+        .identifier_columns()
+        .filter(|c| c.on_erase == Some(OnErase::Redact))
+    {
         let kind = c.identifier.as_deref().unwrap_or_default();
-        let Some(values) = subjects.erase.by_kind.get(kind) else { continue };
+        let Some(values) = subjects.erase.by_kind.get(kind) else {
+            continue;
+        };
         let Some(k) = kinds.get(kind) else { continue };
         let s = df.column(&c.name)?.as_materialized_series().clone();
         if c.is_list() {
@@ -250,7 +274,10 @@ pub fn apply_dataset(
                     let strs = inner.as_ref().str().ok()?.clone();
                     let keep: Vec<Option<&str>> = strs
                         .iter()
-                        .filter(|x| !x.and_then(|x| crate::identity::normalize(k, x)).is_some_and(|n| values.contains(&n)))
+                        .filter(|x| {
+                            !x.and_then(|x| crate::identity::normalize(k, x))
+                                .is_some_and(|n| values.contains(&n))
+                        })
                         .collect();
                     if keep.len() != strs.len() {
                         redacted[i] = true;
@@ -270,7 +297,10 @@ pub fn apply_dataset(
             let mut changed = false;
             let mask_vals: Vec<bool> = strs
                 .iter()
-                .map(|x| x.and_then(|x| crate::identity::normalize(k, x)).is_some_and(|n| values.contains(&n)))
+                .map(|x| {
+                    x.and_then(|x| crate::identity::normalize(k, x))
+                        .is_some_and(|n| values.contains(&n))
+                })
                 .collect();
             for (i, m) in mask_vals.iter().enumerate() {
                 if *m {
@@ -279,7 +309,10 @@ pub fn apply_dataset(
                 }
             }
             if changed {
-                let new: Series = s.zip_with(&BooleanChunked::from_iter(mask_vals.iter().map(|m| !m)), &Series::full_null(s.name().clone(), s.len(), s.dtype()))?;
+                let new: Series = s.zip_with(
+                    &BooleanChunked::from_iter(mask_vals.iter().map(|m| !m)),
+                    &Series::full_null(s.name().clone(), s.len(), s.dtype()),
+                )?;
                 df.with_column(new.into_column())?;
             }
         }
@@ -317,7 +350,11 @@ pub fn apply_dataset(
     }
 
     stats.deleted = delete.iter().filter(|x| **x).count() as u64;
-    stats.redacted = redacted.iter().zip(delete.iter()).filter(|(r, d)| **r && !**d).count() as u64;
+    stats.redacted = redacted
+        .iter()
+        .zip(delete.iter())
+        .filter(|(r, d)| **r && !**d)
+        .count() as u64;
     let keep = BooleanChunked::from_iter(delete.iter().map(|d| !d));
     let out = df.filter(&keep)?;
     Ok((out, stats))
@@ -329,10 +366,21 @@ mod tests {
 
     fn kinds() -> BTreeMap<String, IdentifierKind> {
         let mut m = BTreeMap::new();
-        m.insert("email".into(), IdentifierKind { name: "email".into(), normalize: Normalize::Email, default_country: None });
+        m.insert(
+            "email".into(),
+            IdentifierKind {
+                name: "email".into(),
+                normalize: Normalize::Email,
+                default_country: None,
+            },
+        );
         m.insert(
             "phone".into(),
-            IdentifierKind { name: "phone".into(), normalize: Normalize::Phone, default_country: Some(phonenumber::country::Id::US) },
+            IdentifierKind {
+                name: "phone".into(),
+                normalize: Normalize::Phone,
+                default_country: Some(phonenumber::country::Id::US),
+            },
         );
         m
     }
@@ -352,21 +400,30 @@ mod tests {
             "call 415.555.0100",
             "call +14155550100",
         ] {
-            let out = m.mask(text, "[x]").unwrap_or_else(|| panic!("no match in {text}"));
+            let out = m
+                .mask(text, "[x]")
+                .unwrap_or_else(|| panic!("no match in {text}"));
             assert!(out.contains("[x]"), "{out}");
             assert!(!out.contains("0100"), "{out}");
         }
-        assert_eq!(m.mask("call 41555501001 or xjane.doe@example.com", "[x]"), None);
+        assert_eq!(
+            m.mask("call 41555501001 or xjane.doe@example.com", "[x]"),
+            None
+        );
         assert_eq!(m.mask("mail bob@example.com", "[x]"), None);
     }
 
     mod props {
         use super::super::*;
-        use crate::identity::{normalize, IdentityIndex};
+        use crate::identity::{IdentityIndex, normalize};
         use proptest::prelude::*;
 
         fn pipeline() -> crate::spec::Pipeline {
-            crate::spec::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/helpdesk.yaml"))).unwrap()
+            crate::spec::load(std::path::Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/pipelines/helpdesk.yaml"
+            )))
+            .unwrap()
         }
 
         /// (contact index, email case/padding variant, phone format variant)
@@ -401,9 +458,15 @@ mod tests {
                 "updated_at" => vec![0i64; n],
             )
             .unwrap();
-            let contacts = crate::conform::conform(contacts, pipeline().datasets.get("contacts").unwrap(), "t").unwrap();
+            let contacts = crate::conform::conform(
+                contacts,
+                pipeline().datasets.get("contacts").unwrap(),
+                "t",
+            )
+            .unwrap();
             let mut mid = Vec::new();
-            let (mut cid, mut from, mut body, mut dir) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let (mut cid, mut from, mut body, mut dir) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             let mut to: Vec<Series> = Vec::new();
             let mut cc: Vec<Series> = Vec::new();
             for (k, (owner, other, third, v, mention)) in msgs.iter().enumerate() {
@@ -412,9 +475,26 @@ mod tests {
                 cid.push(format!("c{o}"));
                 from.push(email_variant(o, *v));
                 dir.push("inbound".to_string());
-                to.push(Series::new("".into(), [email_variant(x, v.wrapping_add(1))]));
-                cc.push(Series::new("".into(), [email_variant(y, v.wrapping_add(2)), "support@tenant.example".to_string()]));
-                body.push(if *mention { format!("also ask {} or call {}", email_variant(y, *v), phone_variant(x, *v)) } else { "hello".into() });
+                to.push(Series::new(
+                    "".into(),
+                    [email_variant(x, v.wrapping_add(1))],
+                ));
+                cc.push(Series::new(
+                    "".into(),
+                    [
+                        email_variant(y, v.wrapping_add(2)),
+                        "support@tenant.example".to_string(),
+                    ],
+                ));
+                body.push(if *mention {
+                    format!(
+                        "also ask {} or call {}",
+                        email_variant(y, *v),
+                        phone_variant(x, *v)
+                    )
+                } else {
+                    "hello".into()
+                });
             }
             let m = mid.len();
             let mut emails = df!(
@@ -431,15 +511,32 @@ mod tests {
             .unwrap();
             let to: ListChunked = to.into_iter().map(Some).collect();
             let cc: ListChunked = cc.into_iter().map(Some).collect();
-            emails.with_column(to.with_name("to_addrs".into()).into_column()).unwrap();
-            emails.with_column(cc.with_name("cc_addrs".into()).into_column()).unwrap();
-            let emails = crate::conform::conform(emails, pipeline().datasets.get("emails").unwrap(), "t").unwrap();
+            emails
+                .with_column(to.with_name("to_addrs".into()).into_column())
+                .unwrap();
+            emails
+                .with_column(cc.with_name("cc_addrs".into()).into_column())
+                .unwrap();
+            let emails =
+                crate::conform::conform(emails, pipeline().datasets.get("emails").unwrap(), "t")
+                    .unwrap();
             (contacts, emails)
         }
 
-        fn subjects(p: &crate::spec::Pipeline, contacts: &DataFrame, reqs: &[(usize, u8)], n: usize) -> Subjects {
+        fn subjects(
+            p: &crate::spec::Pipeline,
+            contacts: &DataFrame,
+            reqs: &[(usize, u8)],
+            n: usize,
+        ) -> Subjects {
             let mut index = IdentityIndex::default();
-            index.add_frame(contacts, p.datasets.get("contacts").unwrap(), &p.identifiers).unwrap();
+            index
+                .add_frame(
+                    contacts,
+                    p.datasets.get("contacts").unwrap(),
+                    &p.identifiers,
+                )
+                .unwrap();
             let mut s = Subjects::default();
             for (who, how) in reqs {
                 let i = who % n;

@@ -44,7 +44,11 @@ pub struct InputEntry {
 
 impl From<&ObjectInfo> for InputEntry {
     fn from(o: &ObjectInfo) -> Self {
-        InputEntry { path: o.path.clone(), size: o.size, e_tag: o.e_tag.clone() }
+        InputEntry {
+            path: o.path.clone(),
+            size: o.size,
+            e_tag: o.e_tag.clone(),
+        }
     }
 }
 
@@ -102,10 +106,15 @@ pub async fn latest(outputs: &Location, tenant: &str) -> Result<Option<Manifest>
         .iter()
         .filter_map(|o| {
             let name = o.path.rsplit('/').next()?;
-            name.strip_suffix(".json")?.parse::<u64>().ok().map(|n| (n, o))
+            name.strip_suffix(".json")?
+                .parse::<u64>()
+                .ok()
+                .map(|n| (n, o))
         })
         .max_by_key(|(n, _)| *n);
-    let Some((_, o)) = latest else { return Ok(None) };
+    let Some((_, o)) = latest else {
+        return Ok(None);
+    };
     let bytes = outputs.get(&o.path).await?;
     let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
         Error::bad_data(
@@ -120,7 +129,8 @@ pub async fn latest(outputs: &Location, tenant: &str) -> Result<Option<Manifest>
 /// Commits `m` as manifest `m.sequence`; a conflict when another run committed that number first.
 pub async fn commit(outputs: &Location, m: &Manifest) -> Result<String> {
     let path = manifest_path(&m.tenant, m.sequence);
-    let body = serde_json::to_vec_pretty(m).map_err(|e| Error::internal(format!("manifest encoding: {e}")))?;
+    let body = serde_json::to_vec_pretty(m)
+        .map_err(|e| Error::internal(format!("manifest encoding: {e}")))?;
     if outputs.put_if_absent(&path, Bytes::from(body)).await? {
         Ok(path)
     } else {

@@ -23,7 +23,10 @@ pub fn dtype(ty: ColumnType) -> DataType {
 
 /// The schema's columns as a Polars schema (used as reading hints).
 pub fn polars_schema(ds: &Dataset) -> Schema {
-    ds.columns.values().map(|c| Field::new(c.name.as_str().into(), dtype(c.ty))).collect()
+    ds.columns
+        .values()
+        .map(|c| Field::new(c.name.as_str().into(), dtype(c.ty)))
+        .collect()
 }
 
 fn bad(path: &str, column: &str, row: Option<usize>, what: &str) -> Error {
@@ -42,12 +45,19 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
     if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
         return Some(dt.timestamp_micros());
     }
-    for f in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f%#z"] {
+    for f in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f%#z",
+    ] {
         if let Ok(dt) = NaiveDateTime::parse_from_str(s, f) {
             return Some(dt.and_utc().timestamp_micros());
         }
     }
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|d| d.and_utc().timestamp_micros())
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|d| d.and_utc().timestamp_micros())
 }
 
 fn conform_column(s: &Series, ty: ColumnType, path: &str) -> Result<Series> {
@@ -64,28 +74,37 @@ fn conform_column(s: &Series, ty: ColumnType, path: &str) -> Result<Series> {
             for (i, x) in ca.iter().enumerate() {
                 match x.map(str::trim).filter(|x| !x.is_empty()) {
                     None => v.push(None),
-                    Some(x) => v.push(Some(parse_timestamp(x).ok_or_else(|| bad(path, col, Some(i), "not a timestamp (want RFC 3339, e.g. 2026-11-28T09:30:00Z)"))?)),
+                    Some(x) => v.push(Some(parse_timestamp(x).ok_or_else(|| {
+                        bad(
+                            path,
+                            col,
+                            Some(i),
+                            "not a timestamp (want RFC 3339, e.g. 2026-11-28T09:30:00Z)",
+                        )
+                    })?)),
                 }
             }
-            Int64Chunked::from_iter_options(name.clone(), v.into_iter()).into_series().cast(&want)
+            Int64Chunked::from_iter_options(name.clone(), v.into_iter())
+                .into_series()
+                .cast(&want)
         }
-        (ColumnType::Timestamp, DataType::Datetime(_, _)) | (ColumnType::Timestamp, DataType::Date) => {
+        (ColumnType::Timestamp, DataType::Datetime(_, _))
+        | (ColumnType::Timestamp, DataType::Date) => {
             // Zone-aware or other units: take the UTC instant.
-            s.cast(&DataType::Int64)
-                .and_then(|i| {
-                    let unit_scale = match s.dtype() {
-                        DataType::Datetime(TimeUnit::Nanoseconds, _) => Some(-1000i64),
-                        DataType::Datetime(TimeUnit::Milliseconds, _) => Some(1000),
-                        DataType::Date => Some(86_400_000_000),
-                        _ => None,
-                    };
-                    let i = match unit_scale {
-                        Some(-1000) => &i / 1000i64,
-                        Some(m) => &i * m,
-                        None => i,
-                    };
-                    i.cast(&want)
-                })
+            s.cast(&DataType::Int64).and_then(|i| {
+                let unit_scale = match s.dtype() {
+                    DataType::Datetime(TimeUnit::Nanoseconds, _) => Some(-1000i64),
+                    DataType::Datetime(TimeUnit::Milliseconds, _) => Some(1000),
+                    DataType::Date => Some(86_400_000_000),
+                    _ => None,
+                };
+                let i = match unit_scale {
+                    Some(-1000) => &i / 1000i64,
+                    Some(m) => &i * m,
+                    None => i,
+                };
+                i.cast(&want)
+            })
         }
         (ColumnType::Bool, DataType::String) => {
             let ca = s.str().map_err(|e| Error::polars(path, e))?;
@@ -97,11 +116,15 @@ fn conform_column(s: &Series, ty: ColumnType, path: &str) -> Result<Series> {
                     Some(x) => Some(match x.as_str() {
                         "true" | "t" | "1" | "yes" | "y" => true,
                         "false" | "f" | "0" | "no" | "n" => false,
-                        _ => return Err(bad(path, col, Some(i), "not a boolean (want true/false)")),
+                        _ => {
+                            return Err(bad(path, col, Some(i), "not a boolean (want true/false)"));
+                        }
                     }),
                 });
             }
-            Ok(BooleanChunked::from_iter(v).with_name(name.clone()).into_series())
+            Ok(BooleanChunked::from_iter(v)
+                .with_name(name.clone())
+                .into_series())
         }
         (ColumnType::ListString, DataType::String) => {
             // CSV cells: a JSON array, or values separated by `;`.
@@ -111,12 +134,16 @@ fn conform_column(s: &Series, ty: ColumnType, path: &str) -> Result<Series> {
                 rows.push(match x.map(str::trim) {
                     None => None,
                     Some(x) if x.starts_with('[') => {
-                        let v: Vec<Option<String>> = serde_json::from_str(x).map_err(|_| bad(path, col, Some(i), "not a JSON list of strings"))?;
+                        let v: Vec<Option<String>> = serde_json::from_str(x)
+                            .map_err(|_| bad(path, col, Some(i), "not a JSON list of strings"))?;
                         Some(Series::new(PlSmallStr::EMPTY, v))
                     }
                     Some(x) => Some(Series::new(
                         PlSmallStr::EMPTY,
-                        x.split(';').map(str::trim).filter(|p| !p.is_empty()).collect::<Vec<_>>(),
+                        x.split(';')
+                            .map(str::trim)
+                            .filter(|p| !p.is_empty())
+                            .collect::<Vec<_>>(),
                     )),
                 });
             }
@@ -124,18 +151,39 @@ fn conform_column(s: &Series, ty: ColumnType, path: &str) -> Result<Series> {
             l.rename(name.clone());
             l.into_series().cast(&want)
         }
-        (ColumnType::String, DataType::List(_)) => return Err(bad(path, col, None, "holds a list but the schema says string")),
+        (ColumnType::String, DataType::List(_)) => {
+            return Err(bad(
+                path,
+                col,
+                None,
+                "holds a list but the schema says string",
+            ));
+        }
         (_, DataType::Null) => Ok(Series::full_null(name.clone(), s.len(), &want)),
         _ => {
             // Strict cast: a value that does not fit is an error, not a silent null.
             let c = s.strict_cast(&want);
             match c {
                 Ok(c) => Ok(c),
-                Err(_) => return Err(bad(path, col, None, &format!("cannot be read as {}", ty_name(ty)))),
+                Err(_) => {
+                    return Err(bad(
+                        path,
+                        col,
+                        None,
+                        &format!("cannot be read as {}", ty_name(ty)),
+                    ));
+                }
             }
         }
     };
-    out.map_err(|_| bad(path, col, None, &format!("cannot be read as {}", ty_name(ty))))
+    out.map_err(|_| {
+        bad(
+            path,
+            col,
+            None,
+            &format!("cannot be read as {}", ty_name(ty)),
+        )
+    })
 }
 
 fn ty_name(ty: ColumnType) -> &'static str {
@@ -155,12 +203,22 @@ fn ty_name(ty: ColumnType) -> &'static str {
 /// A declared column missing from the file is an error (a partial export would silently lose
 /// data); so is an undeclared column (it might be personal data no rule governs).
 pub fn conform(df: DataFrame, ds: &Dataset, path: &str) -> Result<DataFrame> {
-    let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
+    let names: Vec<String> = df
+        .get_column_names()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     if let Some(extra) = names.iter().find(|n| !ds.columns.contains_key(n.as_str())) {
         return Err(Error::bad_data(
             path,
-            format!("column `{extra}` is not declared in the schema of dataset `{}`", ds.name),
-            format!("declare it (with a description and whether it is personal data) in {}", ds.schema_path.display()),
+            format!(
+                "column `{extra}` is not declared in the schema of dataset `{}`",
+                ds.name
+            ),
+            format!(
+                "declare it (with a description and whether it is personal data) in {}",
+                ds.schema_path.display()
+            ),
         ));
     }
     let mut cols = Vec::with_capacity(ds.columns.len());
@@ -170,7 +228,10 @@ pub fn conform(df: DataFrame, ds: &Dataset, path: &str) -> Result<DataFrame> {
             Err(_) => {
                 return Err(Error::bad_data(
                     path,
-                    format!("column `{}` declared in dataset `{}` is missing", c.name, ds.name),
+                    format!(
+                        "column `{}` declared in dataset `{}` is missing",
+                        c.name, ds.name
+                    ),
                     "re-export the file with every column, or fix the dataset schema",
                 ));
             }

@@ -59,7 +59,11 @@ pub struct Diagnostics(pub Vec<Diagnostic>);
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0.len();
-        writeln!(f, "{n} problem{} in the pipeline spec:", if n == 1 { "" } else { "s" })?;
+        writeln!(
+            f,
+            "{n} problem{} in the pipeline spec:",
+            if n == 1 { "" } else { "s" }
+        )?;
         for d in &self.0 {
             writeln!(f, "- {d}")?;
         }
@@ -79,20 +83,38 @@ pub enum Error {
     #[error("configuration: {message}\n  hint: {hint}")]
     Config { message: String, hint: String },
     #[error("key: {message} (tenant {tenant}{})\n  hint: {hint}", path.as_ref().map(|p| format!(", file {p}")).unwrap_or_default())]
-    Key { tenant: String, path: Option<String>, message: String, hint: String },
+    Key {
+        tenant: String,
+        path: Option<String>,
+        message: String,
+        hint: String,
+    },
 
     // ---- input missing (66)
     #[error("input missing: {what} at {path}\n  hint: {hint}")]
-    InputMissing { what: String, path: String, hint: String },
+    InputMissing {
+        what: String,
+        path: String,
+        hint: String,
+    },
 
     // ---- bad data (65)
     #[error("bad data in {path}: {message}\n  hint: {hint}")]
-    BadData { path: String, message: String, hint: String },
+    BadData {
+        path: String,
+        message: String,
+        hint: String,
+    },
     #[error("verification failed: {findings} finding(s); see the verify report{}", report.as_ref().map(|r| format!(" at {r}")).unwrap_or_default())]
-    VerifyFailed { findings: usize, report: Option<String> },
+    VerifyFailed {
+        findings: usize,
+        report: Option<String>,
+    },
 
     // ---- storage unavailable (69)
-    #[error("storage: {op} {path}: {source}\n  hint: check the location URL, credentials (AWS_*, GOOGLE_*, AZURE_*) and network")]
+    #[error(
+        "storage: {op} {path}: {source}\n  hint: check the location URL, credentials (AWS_*, GOOGLE_*, AZURE_*) and network"
+    )]
     Storage {
         op: &'static str,
         path: String,
@@ -108,9 +130,13 @@ pub enum Error {
     },
 
     // ---- temporary failure / conflict (75): safe to retry
-    #[error("commit conflict for tenant {tenant}: {message}\n  hint: another lethe run committed first; rerun to build on its snapshot")]
+    #[error(
+        "commit conflict for tenant {tenant}: {message}\n  hint: another lethe run committed first; rerun to build on its snapshot"
+    )]
     CommitConflict { tenant: String, message: String },
-    #[error("plan is stale: {message}\n  hint: make a new plan with `lethe plan` and review it again")]
+    #[error(
+        "plan is stale: {message}\n  hint: make a new plan with `lethe plan` and review it again"
+    )]
     PlanStale { message: String },
 
     // ---- internal (70): a bug in lethe
@@ -128,9 +154,8 @@ impl Error {
             Error::BadData { .. } | Error::VerifyFailed { .. } => exit::DATA,
             Error::Storage { source, .. } => match source {
                 object_store::Error::NotFound { .. } => exit::NO_INPUT,
-                object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
-                    exit::TEMPFAIL
-                }
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. } => exit::TEMPFAIL,
                 _ => exit::UNAVAILABLE,
             },
             Error::Io { .. } => exit::UNAVAILABLE,
@@ -140,15 +165,28 @@ impl Error {
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Error::Internal { message: message.into() }
+        Error::Internal {
+            message: message.into(),
+        }
     }
 
     pub fn config(message: impl Into<String>, hint: impl Into<String>) -> Self {
-        Error::Config { message: message.into(), hint: hint.into() }
+        Error::Config {
+            message: message.into(),
+            hint: hint.into(),
+        }
     }
 
-    pub fn bad_data(path: impl Into<String>, message: impl Into<String>, hint: impl Into<String>) -> Self {
-        Error::BadData { path: path.into(), message: message.into(), hint: hint.into() }
+    pub fn bad_data(
+        path: impl Into<String>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Self {
+        Error::BadData {
+            path: path.into(),
+            message: message.into(),
+            hint: hint.into(),
+        }
     }
 
     /// A Polars error while processing `path`: the data did not fit what the schema declares.

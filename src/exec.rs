@@ -17,14 +17,14 @@ use serde::{Deserialize, Serialize};
 use crate::apply::{self, ApplyStats, MentionMatcher, Rectification, Subjects};
 use crate::commit::{self, AppliedRequest, DatasetEntry, FileEntry, LedgerPosition, Manifest};
 use crate::error::{Error, Result};
-use crate::hash::{sha256_hex, Keyed};
+use crate::hash::{Keyed, sha256_hex};
 use crate::identity::{self, IdentSet, IdentityIndex};
 use crate::ledger::{self, Ledger, Reject, RequestKind};
 use crate::plan::{self, ExportFile, PlannedDataset, RunPlan, TenantPlan};
 use crate::report::{Event, Reporter};
 use crate::spec::{Dataset, Pipeline};
 use crate::storage::read::{self, ReadHints};
-use crate::storage::{validate_tenant_id, Location, ObjectInfo};
+use crate::storage::{Location, ObjectInfo, validate_tenant_id};
 
 /// Marks frames read only to resolve identities (not compacted into the snapshot).
 const IDENTITY_ONLY: &str = "identity-only:";
@@ -108,11 +108,17 @@ fn loc(url: &str, p: &Pipeline) -> Result<Location> {
 }
 
 /// Reads and conforms one file (CPU part on rayon).
-async fn read_conformed(location: &Location, path: String, ds: Option<Dataset>) -> Result<DataFrame> {
+async fn read_conformed(
+    location: &Location,
+    path: String,
+    ds: Option<Dataset>,
+) -> Result<DataFrame> {
     let bytes = location.get(&path).await?;
     let full = format!("{}/{}", location.url().trim_end_matches('/'), path);
     crate::runtime::cpu(move || {
-        let hints = ReadHints { schema: ds.as_ref().map(crate::conform::polars_schema) };
+        let hints = ReadHints {
+            schema: ds.as_ref().map(crate::conform::polars_schema),
+        };
         let df = read::read_frame(bytes, &full, &hints)?;
         match ds {
             Some(ds) => crate::conform::conform(df, &ds, &full),
@@ -123,7 +129,11 @@ async fn read_conformed(location: &Location, path: String, ds: Option<Dataset>) 
 }
 
 /// Reads the tenant registry; invalid ids are reported and skipped.
-pub async fn read_tenants(p: &Pipeline, exports: &Location, reporter: &dyn Reporter) -> Result<BTreeSet<String>> {
+pub async fn read_tenants(
+    p: &Pipeline,
+    exports: &Location,
+    reporter: &dyn Reporter,
+) -> Result<BTreeSet<String>> {
     let ds = p
         .datasets
         .get(&p.tenants.dataset)
@@ -135,13 +145,22 @@ pub async fn read_tenants(p: &Pipeline, exports: &Location, reporter: &dyn Repor
         .and_then(|c| c.as_materialized_series().cast(&DataType::String))
         .map_err(|e| Error::polars(&p.tenants.path, e))?;
     let mut out = BTreeSet::new();
-    for (i, id) in ids.str().map_err(|e| Error::polars(&p.tenants.path, e))?.iter().enumerate() {
+    for (i, id) in ids
+        .str()
+        .map_err(|e| Error::polars(&p.tenants.path, e))?
+        .iter()
+        .enumerate()
+    {
         match id.map(str::trim) {
             Some(id) if validate_tenant_id(id).is_ok() => {
                 out.insert(id.to_string());
             }
             _ => reporter.report(Event::Warning {
-                message: format!("tenant registry {} row {}: invalid tenant id, tenant skipped", p.tenants.path, i + 1),
+                message: format!(
+                    "tenant registry {} row {}: invalid tenant id, tenant skipped",
+                    p.tenants.path,
+                    i + 1
+                ),
             }),
         }
     }
@@ -149,11 +168,25 @@ pub async fn read_tenants(p: &Pipeline, exports: &Location, reporter: &dyn Repor
 }
 
 /// Lists and parses the request ledger.
-pub async fn read_ledger(p: &Pipeline, ledger_loc: &Location, tenants: &BTreeSet<String>, keyed: &Keyed) -> Result<(Ledger, Vec<ObjectInfo>)> {
-    let files: Vec<ObjectInfo> = ledger_loc.list("").await?.into_iter().filter(|o| read::detect(&o.path).is_some()).collect();
+pub async fn read_ledger(
+    p: &Pipeline,
+    ledger_loc: &Location,
+    tenants: &BTreeSet<String>,
+    keyed: &Keyed,
+) -> Result<(Ledger, Vec<ObjectInfo>)> {
+    let files: Vec<ObjectInfo> = ledger_loc
+        .list("")
+        .await?
+        .into_iter()
+        .filter(|o| read::detect(&o.path).is_some())
+        .collect();
     let frames: Vec<(String, DataFrame)> = futures::stream::iter(files.iter().map(|o| {
         let path = o.path.clone();
-        async move { read_conformed(ledger_loc, path.clone(), None).await.map(|df| (path, df)) }
+        async move {
+            read_conformed(ledger_loc, path.clone(), None)
+                .await
+                .map(|df| (path, df))
+        }
     }))
     .buffered(READ_CONCURRENCY)
     .try_collect()
@@ -161,7 +194,8 @@ pub async fn read_ledger(p: &Pipeline, ledger_loc: &Location, tenants: &BTreeSet
     let pipeline = p.clone();
     let tenants = tenants.clone();
     let keyed = keyed.clone();
-    let ledger = crate::runtime::cpu(move || ledger::parse(&frames, &pipeline, &tenants, &keyed)).await;
+    let ledger =
+        crate::runtime::cpu(move || ledger::parse(&frames, &pipeline, &tenants, &keyed)).await;
     Ok((ledger, files))
 }
 
@@ -176,14 +210,31 @@ impl Context {
         let exports = loc(&p.locations.exports, &p)?;
         let ledger_loc = loc(&p.locations.ledger, &p)?;
         let outputs = loc(&p.locations.outputs, &p)?;
-        reporter.report(Event::Phase { name: "list".into() });
+        reporter.report(Event::Phase {
+            name: "list".into(),
+        });
         let tenants = read_tenants(&p, &exports, reporter).await?;
         let exports_listed = exports.list("").await?;
         let (ledger, ledger_files) = read_ledger(&p, &ledger_loc, &tenants, &keyed).await?;
         if !ledger.rejects.is_empty() {
-            reporter.report(Event::Warning { message: format!("{} ledger row(s) rejected; see the run report", ledger.rejects.len()) });
+            reporter.report(Event::Warning {
+                message: format!(
+                    "{} ledger row(s) rejected; see the run report",
+                    ledger.rejects.len()
+                ),
+            });
         }
-        Ok(Context { pipeline: p, keyed, exports, ledger_loc, outputs, tenants, ledger, ledger_files, exports_listed })
+        Ok(Context {
+            pipeline: p,
+            keyed,
+            exports,
+            ledger_loc,
+            outputs,
+            tenants,
+            ledger,
+            ledger_files,
+            exports_listed,
+        })
     }
 
     /// Plans every tenant from listings (no data read).
@@ -245,7 +296,12 @@ fn resolve_subjects(
                 {
                     let mut subject = IdentSet::default();
                     subject.extend(resolved.iter().cloned());
-                    s.rectify.push(Rectification { subject, dataset, column, value: value.clone() });
+                    s.rectify.push(Rectification {
+                        subject,
+                        dataset,
+                        column,
+                        value: value.clone(),
+                    });
                 }
             }
             RequestKind::Access => continue,
@@ -254,7 +310,9 @@ fn resolve_subjects(
             request_id: r.id.clone(),
             kind: r.kind,
             identifier_hash: th.identifier(&r.identifier_kind, &r.identifier),
-            received_at: chrono::DateTime::from_timestamp_micros(r.received_at).map(|d| d.to_rfc3339()).unwrap_or_default(),
+            received_at: chrono::DateTime::from_timestamp_micros(r.received_at)
+                .map(|d| d.to_rfc3339())
+                .unwrap_or_default(),
             resolved: resolved.len(),
         });
     }
@@ -266,13 +324,34 @@ fn resolve_subjects(
 
 /// Normalized sender identifiers of opt-out signals (e.g. inbound SMS whose body is STOP).
 fn stop_senders(p: &Pipeline, ds: &Dataset, df: &DataFrame) -> PolarsResult<Vec<(String, String)>> {
-    let Some(sig) = &ds.opt_out_signal else { return Ok(Vec::new()) };
-    let Some(sender_col) = ds.column(&sig.sender_column) else { return Ok(Vec::new()) };
-    let Some(kind) = sender_col.identifier.as_ref().and_then(|k| p.identifiers.get(k)) else { return Ok(Vec::new()) };
-    let body = df.column(&sig.body_column)?.as_materialized_series().cast(&DataType::String)?;
-    let sender = df.column(&sig.sender_column)?.as_materialized_series().cast(&DataType::String)?;
+    let Some(sig) = &ds.opt_out_signal else {
+        return Ok(Vec::new());
+    };
+    let Some(sender_col) = ds.column(&sig.sender_column) else {
+        return Ok(Vec::new());
+    };
+    let Some(kind) = sender_col
+        .identifier
+        .as_ref()
+        .and_then(|k| p.identifiers.get(k))
+    else {
+        return Ok(Vec::new());
+    };
+    let body = df
+        .column(&sig.body_column)?
+        .as_materialized_series()
+        .cast(&DataType::String)?;
+    let sender = df
+        .column(&sig.sender_column)?
+        .as_materialized_series()
+        .cast(&DataType::String)?;
     let when = match &sig.when {
-        Some((c, v)) => Some((df.column(c)?.as_materialized_series().cast(&DataType::String)?, v.clone())),
+        Some((c, v)) => Some((
+            df.column(c)?
+                .as_materialized_series()
+                .cast(&DataType::String)?,
+            v.clone(),
+        )),
         None => None,
     };
     let mut out = BTreeSet::new();
@@ -282,11 +361,22 @@ fn stop_senders(p: &Pipeline, ds: &Dataset, df: &DataFrame) -> PolarsResult<Vec<
         {
             continue;
         }
-        let Some(b) = body.str()?.get(i) else { continue };
-        if !p.policies.stop_keywords.iter().any(|k| k.eq_ignore_ascii_case(b.trim())) {
+        let Some(b) = body.str()?.get(i) else {
+            continue;
+        };
+        if !p
+            .policies
+            .stop_keywords
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(b.trim()))
+        {
             continue;
         }
-        if let Some(n) = sender.str()?.get(i).and_then(|x| identity::normalize(kind, x)) {
+        if let Some(n) = sender
+            .str()?
+            .get(i)
+            .and_then(|x| identity::normalize(kind, x))
+        {
             out.insert((kind.name.clone(), n));
         }
     }
@@ -301,7 +391,11 @@ struct TenantOutput {
 }
 
 /// Reads, resolves, compacts and applies one tenant (no writes).
-async fn compute_tenant(ctx: &Context, tp: &TenantPlan, prev: Option<&Manifest>) -> Result<TenantOutput> {
+async fn compute_tenant(
+    ctx: &Context,
+    tp: &TenantPlan,
+    prev: Option<&Manifest>,
+) -> Result<TenantOutput> {
     let p = ctx.pipeline.clone();
     let t = tp.tenant.clone();
     // Inputs in compaction order: previous snapshot files, then new exports.
@@ -310,10 +404,22 @@ async fn compute_tenant(ctx: &Context, tp: &TenantPlan, prev: Option<&Manifest>)
         if let Some(m) = prev
             && let Some(e) = m.datasets.get(&ds.name)
         {
-            reads.extend(e.files.iter().map(|f| (ds.name.clone(), true, f.path.clone())));
+            reads.extend(
+                e.files
+                    .iter()
+                    .map(|f| (ds.name.clone(), true, f.path.clone())),
+            );
         }
-        let new: Vec<&ExportFile> = if prev.is_some() { tp.new_exports.iter().collect() } else { tp.all_exports.iter().collect() };
-        reads.extend(new.into_iter().filter(|f| f.dataset == ds.name).map(|f| (ds.name.clone(), false, f.input.path.clone())));
+        let new: Vec<&ExportFile> = if prev.is_some() {
+            tp.new_exports.iter().collect()
+        } else {
+            tp.all_exports.iter().collect()
+        };
+        reads.extend(
+            new.into_iter()
+                .filter(|f| f.dataset == ds.name)
+                .map(|f| (ds.name.clone(), false, f.input.path.clone())),
+        );
     }
     // Identity sees every version of the linking dataset ever exported, not just what the
     // snapshot kept: a person's former addresses are still theirs.
@@ -321,22 +427,33 @@ async fn compute_tenant(ctx: &Context, tp: &TenantPlan, prev: Option<&Manifest>)
     if prev.is_some()
         && let Some(link) = &link_name
     {
-        let already: BTreeSet<&str> = tp.new_exports.iter().map(|f| f.input.path.as_str()).collect();
+        let already: BTreeSet<&str> = tp
+            .new_exports
+            .iter()
+            .map(|f| f.input.path.as_str())
+            .collect();
         reads.extend(
             tp.all_exports
                 .iter()
                 .filter(|f| &f.dataset == link && !already.contains(f.input.path.as_str()))
-                .map(|f| (format!("{IDENTITY_ONLY}{link}"), false, f.input.path.clone())),
+                .map(|f| {
+                    (
+                        format!("{IDENTITY_ONLY}{link}"),
+                        false,
+                        f.input.path.clone(),
+                    )
+                }),
         );
     }
-    let frames: Vec<(String, DataFrame)> = futures::stream::iter(reads.into_iter().map(|(d, from_out, path)| {
-        let ds = p.datasets.get(d.trim_start_matches(IDENTITY_ONLY)).cloned();
-        let location = if from_out { &ctx.outputs } else { &ctx.exports };
-        async move { read_conformed(location, path, ds).await.map(|df| (d, df)) }
-    }))
-    .buffered(READ_CONCURRENCY)
-    .try_collect()
-    .await?;
+    let frames: Vec<(String, DataFrame)> =
+        futures::stream::iter(reads.into_iter().map(|(d, from_out, path)| {
+            let ds = p.datasets.get(d.trim_start_matches(IDENTITY_ONLY)).cloned();
+            let location = if from_out { &ctx.outputs } else { &ctx.exports };
+            async move { read_conformed(location, path, ds).await.map(|df| (d, df)) }
+        }))
+        .buffered(READ_CONCURRENCY)
+        .try_collect()
+        .await?;
 
     let requests: Vec<ledger::Request> = ctx.ledger.for_tenant(&t).cloned().collect();
     let keyed = ctx.keyed.clone();
@@ -350,7 +467,12 @@ async fn compute_tenant(ctx: &Context, tp: &TenantPlan, prev: Option<&Manifest>)
         let mut index = IdentityIndex::default();
         if let Some(link) = p.linking_dataset() {
             let history = by_ds.get(&format!("{IDENTITY_ONLY}{}", link.name));
-            for df in by_ds.get(&link.name).into_iter().flatten().chain(history.into_iter().flatten()) {
+            for df in by_ds
+                .get(&link.name)
+                .into_iter()
+                .flatten()
+                .chain(history.into_iter().flatten())
+            {
                 index.add_frame(df, link, &p.identifiers).map_err(perr)?;
             }
         }
@@ -364,7 +486,12 @@ async fn compute_tenant(ctx: &Context, tp: &TenantPlan, prev: Option<&Manifest>)
         let mentions = MentionMatcher::new(&subjects.erase, &p.identifiers);
         let th = keyed.for_tenant(&t);
         let mut suppression: BTreeSet<String> = BTreeSet::new();
-        for (k, v) in subjects.erase.sorted().into_iter().chain(subjects.opt_out.sorted()) {
+        for (k, v) in subjects
+            .erase
+            .sorted()
+            .into_iter()
+            .chain(subjects.opt_out.sorted())
+        {
             suppression.insert(format!("{k},{}", th.identifier(&k, &v)));
         }
         let names: Vec<Dataset> = p.tenant_datasets().cloned().collect();
@@ -375,28 +502,64 @@ async fn compute_tenant(ctx: &Context, tp: &TenantPlan, prev: Option<&Manifest>)
                 .map(|ds| {
                     let frames = by_ds.get(&ds.name).cloned().unwrap_or_default();
                     let df = crate::compact::compact(frames, ds).map_err(perr)?;
-                    let out = apply::apply_dataset(df, ds, &p.identifiers, &subjects, &mentions, &p.policies.free_text_mask).map_err(perr)?;
+                    let out = apply::apply_dataset(
+                        df,
+                        ds,
+                        &p.identifiers,
+                        &subjects,
+                        &mentions,
+                        &p.policies.free_text_mask,
+                    )
+                    .map_err(perr)?;
                     Ok((ds.name.clone(), out))
                 })
                 .collect()
         };
         let datasets = results.into_iter().collect::<Result<BTreeMap<_, _>>>()?;
-        Ok(TenantOutput { datasets, applied, suppression: suppression.into_iter().collect() })
+        Ok(TenantOutput {
+            datasets,
+            applied,
+            suppression: suppression.into_iter().collect(),
+        })
     })
     .await
 }
 
+/// One dataset's encoded snapshot files: (name, stats, rows, [(path, bytes, rows)]).
+type Encoded = (String, ApplyStats, u64, Vec<(String, Bytes, u64)>);
+
+/// Manifest entries of a written tenant, and what the plan shows of it.
+struct Written {
+    datasets: BTreeMap<String, DatasetEntry>,
+    suppression: Option<FileEntry>,
+    planned: BTreeMap<String, PlannedDataset>,
+    applied: Vec<AppliedRequest>,
+}
+
 /// Encodes the tenant's files (CPU) and, unless dry, writes them; returns manifest entries.
-async fn write_tenant(ctx: &Context, tenant: &str, run_id: &str, out: TenantOutput, dry_run: bool) -> Result<(BTreeMap<String, DatasetEntry>, Option<FileEntry>, BTreeMap<String, PlannedDataset>, Vec<AppliedRequest>)> {
+async fn write_tenant(
+    ctx: &Context,
+    tenant: &str,
+    run_id: &str,
+    out: TenantOutput,
+    dry_run: bool,
+) -> Result<Written> {
     let p = ctx.pipeline.clone();
     let t = tenant.to_string();
     let rid = run_id.to_string();
-    let TenantOutput { datasets, applied, suppression } = out;
+    let TenantOutput {
+        datasets,
+        applied,
+        suppression,
+    } = out;
     // Encode on rayon.
-    let encoded: Vec<(String, ApplyStats, u64, Vec<(String, Bytes, u64)>)> = crate::runtime::cpu(move || {
+    let encoded: Vec<Encoded> = crate::runtime::cpu(move || {
         let mut res = Vec::new();
         for (name, (df, stats)) in datasets {
-            let ds = p.datasets.get(&name).ok_or_else(|| Error::internal("dataset vanished"))?;
+            let ds = p
+                .datasets
+                .get(&name)
+                .ok_or_else(|| Error::internal("dataset vanished"))?;
             let bloom: Vec<String> = ds.identifier_columns().map(|c| c.name.clone()).collect();
             let opts = crate::parquet_io::WriteOptions {
                 zstd_level: p.policies.zstd_level,
@@ -410,11 +573,21 @@ async fn write_tenant(ctx: &Context, tenant: &str, run_id: &str, out: TenantOutp
             };
             let rows = df.height() as u64;
             let mut files = Vec::new();
-            for (i, part) in crate::parquet_io::split_for_size(&df, p.policies.target_file_size).into_iter().enumerate() {
+            for (i, part) in crate::parquet_io::split_for_size(&df, p.policies.target_file_size)
+                .into_iter()
+                .enumerate()
+            {
                 let n = part.height() as u64;
                 let mut part: DataFrame = part;
                 let bytes = crate::parquet_io::write_parquet(&mut part, &opts)?;
-                files.push((format!("{}/snapshots/{rid}/{name}/part-{i:05}.parquet", commit::tenant_prefix(&t)), bytes, n));
+                files.push((
+                    format!(
+                        "{}/snapshots/{rid}/{name}/part-{i:05}.parquet",
+                        commit::tenant_prefix(&t)
+                    ),
+                    bytes,
+                    n,
+                ));
             }
             res.push((name, stats, rows, files));
         }
@@ -429,39 +602,96 @@ async fn write_tenant(ctx: &Context, tenant: &str, run_id: &str, out: TenantOutp
         let mut bytes_total = 0;
         for (path, bytes, n) in files {
             bytes_total += bytes.len() as u64;
-            fe.push(FileEntry { path: path.clone(), size: bytes.len() as u64, sha256: sha256_hex(&bytes), rows: n });
+            fe.push(FileEntry {
+                path: path.clone(),
+                size: bytes.len() as u64,
+                sha256: sha256_hex(&bytes),
+                rows: n,
+            });
             puts.push((path, bytes));
         }
-        planned.insert(name.clone(), PlannedDataset { stats: stats.clone(), rows_out: rows, files: fe.len(), bytes: bytes_total });
-        entries.insert(name, DatasetEntry { files: fe, rows, stats });
+        planned.insert(
+            name.clone(),
+            PlannedDataset {
+                stats: stats.clone(),
+                rows_out: rows,
+                files: fe.len(),
+                bytes: bytes_total,
+            },
+        );
+        entries.insert(
+            name,
+            DatasetEntry {
+                files: fe,
+                rows,
+                stats,
+            },
+        );
     }
-    let body = Bytes::from(suppression.iter().fold(String::from("kind,hmac_sha256\n"), |mut s, l| {
-        s.push_str(l);
-        s.push('\n');
-        s
-    }));
+    let body = Bytes::from(suppression.iter().fold(
+        String::from("kind,hmac_sha256\n"),
+        |mut s, l| {
+            s.push_str(l);
+            s.push('\n');
+            s
+        },
+    ));
     let spath = format!("{}/suppression/{run_id}.csv", commit::tenant_prefix(tenant));
-    let sup = FileEntry { path: spath.clone(), size: body.len() as u64, sha256: sha256_hex(&body), rows: suppression.len() as u64 };
+    let sup = FileEntry {
+        path: spath.clone(),
+        size: body.len() as u64,
+        sha256: sha256_hex(&body),
+        rows: suppression.len() as u64,
+    };
     puts.push((spath, body));
     if !dry_run {
-        futures::stream::iter(puts.into_iter().map(|(path, bytes)| async move { ctx.outputs.put(&path, bytes).await }))
-            .buffer_unordered(READ_CONCURRENCY)
-            .try_collect::<Vec<()>>()
-            .await?;
+        futures::stream::iter(
+            puts.into_iter()
+                .map(|(path, bytes)| async move { ctx.outputs.put(&path, bytes).await }),
+        )
+        .buffer_unordered(READ_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
     }
-    Ok((entries, Some(sup), planned, applied))
+    Ok(Written {
+        datasets: entries,
+        suppression: Some(sup),
+        planned,
+        applied,
+    })
 }
 
-async fn run_tenant(ctx: &Context, tp: &TenantPlan, run_id: &str, opts: &RunOptions) -> Result<TenantReport> {
+async fn run_tenant(
+    ctx: &Context,
+    tp: &TenantPlan,
+    run_id: &str,
+    opts: &RunOptions,
+) -> Result<TenantReport> {
     let prev = commit::latest(&ctx.outputs, &tp.tenant).await?;
     if prev.as_ref().map(|m| m.sequence) != tp.previous_sequence {
-        return Err(Error::CommitConflict { tenant: tp.tenant.clone(), message: "another run committed while this one was planning".into() });
+        return Err(Error::CommitConflict {
+            tenant: tp.tenant.clone(),
+            message: "another run committed while this one was planning".into(),
+        });
     }
     let out = compute_tenant(ctx, tp, prev.as_ref()).await?;
-    let (datasets, suppression, planned, applied) = write_tenant(ctx, &tp.tenant, run_id, out, opts.dry_run).await?;
+    let Written {
+        datasets,
+        suppression,
+        planned,
+        applied,
+    } = write_tenant(ctx, &tp.tenant, run_id, out, opts.dry_run).await?;
     let n_applied = applied.len();
     if opts.dry_run {
-        return Ok(TenantReport { tenant: tp.tenant.clone(), status: TenantStatus::Planned, sequence: None, datasets: planned, requests_applied: n_applied, error: None, exit_code: None });
+        return Ok(TenantReport {
+            tenant: tp.tenant.clone(),
+            status: TenantStatus::Planned,
+            sequence: None,
+            datasets: planned,
+            requests_applied: n_applied,
+            error: None,
+            exit_code: None,
+        });
     }
     if std::env::var("LETHE_FAILPOINT").as_deref() == Ok("before_commit") {
         // Test hook: simulate a crash after the data files are written and before the commit.
@@ -479,45 +709,94 @@ async fn run_tenant(ctx: &Context, tp: &TenantPlan, run_id: &str, opts: &RunOpti
         spec_hash: ctx.pipeline.spec_hash.clone(),
         input_fingerprint: tp.fingerprint.clone(),
         exports: tp.all_exports.iter().map(|f| f.input.clone()).collect(),
-        ledger: LedgerPosition { files: ctx.ledger_files.iter().map(Into::into).collect(), requests: applied },
+        ledger: LedgerPosition {
+            files: ctx.ledger_files.iter().map(Into::into).collect(),
+            requests: applied,
+        },
         datasets,
         suppression,
     };
     commit::commit(&ctx.outputs, &manifest).await?;
-    Ok(TenantReport { tenant: tp.tenant.clone(), status: TenantStatus::Committed, sequence: Some(seq), datasets: planned, requests_applied: n_applied, error: None, exit_code: None })
+    Ok(TenantReport {
+        tenant: tp.tenant.clone(),
+        status: TenantStatus::Committed,
+        sequence: Some(seq),
+        datasets: planned,
+        requests_applied: n_applied,
+        error: None,
+        exit_code: None,
+    })
 }
 
 /// `lethe run` and `lethe plan`: every tenant, one after another.
 pub async fn run(p: Arc<Pipeline>, opts: RunOptions, reporter: &dyn Reporter) -> Result<RunReport> {
     let started_at = chrono::Utc::now().to_rfc3339();
     let run_id = opts.run_id.clone().unwrap_or_else(|| {
-        format!("{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"), &uuid::Uuid::new_v4().simple().to_string()[..8])
+        format!(
+            "{}-{}",
+            chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        )
     });
     let ctx = Context::open(p.clone(), reporter).await?;
     for t in &opts.tenants {
         if !ctx.tenants.contains(t) {
-            return Err(Error::Usage { message: format!("tenant `{t}` is not in the tenant registry") });
+            return Err(Error::Usage {
+                message: format!("tenant `{t}` is not in the tenant registry"),
+            });
         }
     }
     let mut plan = ctx.plan(&opts.tenants).await?;
     if let Some(expected) = &opts.expect_plan {
-        let now: BTreeMap<&str, &str> = plan.tenants.iter().map(|t| (t.tenant.as_str(), t.fingerprint.as_str())).collect();
-        let then: BTreeMap<&str, &str> = expected.tenants.iter().map(|t| (t.tenant.as_str(), t.fingerprint.as_str())).collect();
+        let now: BTreeMap<&str, &str> = plan
+            .tenants
+            .iter()
+            .map(|t| (t.tenant.as_str(), t.fingerprint.as_str()))
+            .collect();
+        let then: BTreeMap<&str, &str> = expected
+            .tenants
+            .iter()
+            .map(|t| (t.tenant.as_str(), t.fingerprint.as_str()))
+            .collect();
         if now != then || expected.spec_hash != plan.spec_hash {
-            let changed: Vec<&str> = now.iter().filter(|(t, f)| then.get(*t) != Some(*f)).map(|(t, _)| *t).collect();
+            let changed: Vec<&str> = now
+                .iter()
+                .filter(|(t, f)| then.get(*t) != Some(*f))
+                .map(|(t, _)| *t)
+                .collect();
             return Err(Error::PlanStale {
-                message: format!("inputs changed since the plan was made (tenants: {})", if changed.is_empty() { "set of tenants or spec".into() } else { changed.join(", ") }),
+                message: format!(
+                    "inputs changed since the plan was made (tenants: {})",
+                    if changed.is_empty() {
+                        "set of tenants or spec".into()
+                    } else {
+                        changed.join(", ")
+                    }
+                ),
             });
         }
     }
     let mut reports = Vec::new();
     for tp in plan.tenants.iter_mut() {
         if !tp.changed && !opts.dry_run {
-            reporter.report(Event::TenantSkipped { tenant: tp.tenant.clone(), reason: "nothing new since the last commit".into() });
-            reports.push(TenantReport { tenant: tp.tenant.clone(), status: TenantStatus::Unchanged, sequence: tp.previous_sequence, datasets: BTreeMap::new(), requests_applied: 0, error: None, exit_code: None });
+            reporter.report(Event::TenantSkipped {
+                tenant: tp.tenant.clone(),
+                reason: "nothing new since the last commit".into(),
+            });
+            reports.push(TenantReport {
+                tenant: tp.tenant.clone(),
+                status: TenantStatus::Unchanged,
+                sequence: tp.previous_sequence,
+                datasets: BTreeMap::new(),
+                requests_applied: 0,
+                error: None,
+                exit_code: None,
+            });
             continue;
         }
-        reporter.report(Event::TenantStarted { tenant: tp.tenant.clone() });
+        reporter.report(Event::TenantStarted {
+            tenant: tp.tenant.clone(),
+        });
         match run_tenant(&ctx, tp, &run_id, &opts).await {
             Ok(r) => {
                 reporter.report(Event::TenantDone {
@@ -530,8 +809,18 @@ pub async fn run(p: Arc<Pipeline>, opts: RunOptions, reporter: &dyn Reporter) ->
                 reports.push(r);
             }
             Err(e) => {
-                reporter.report(Event::Warning { message: format!("tenant {} failed: {e}", tp.tenant) });
-                reports.push(TenantReport { tenant: tp.tenant.clone(), status: TenantStatus::Failed, sequence: tp.previous_sequence, datasets: BTreeMap::new(), requests_applied: 0, error: Some(e.to_string()), exit_code: Some(e.exit_code()) });
+                reporter.report(Event::Warning {
+                    message: format!("tenant {} failed: {e}", tp.tenant),
+                });
+                reports.push(TenantReport {
+                    tenant: tp.tenant.clone(),
+                    status: TenantStatus::Failed,
+                    sequence: tp.previous_sequence,
+                    datasets: BTreeMap::new(),
+                    requests_applied: 0,
+                    error: Some(e.to_string()),
+                    exit_code: Some(e.exit_code()),
+                });
             }
         }
     }
@@ -551,9 +840,17 @@ pub async fn run(p: Arc<Pipeline>, opts: RunOptions, reporter: &dyn Reporter) ->
         unmatched_exports: plan.unmatched_exports.clone(),
         plan: opts.dry_run.then(|| plan.clone()),
     };
-    if !opts.dry_run && report.tenants.iter().any(|t| t.status != TenantStatus::Unchanged) {
-        let body = serde_json::to_vec_pretty(&report).map_err(|e| Error::internal(e.to_string()))?;
-        ctx.outputs.put(&format!("runs/{run_id}.json"), Bytes::from(body)).await?;
+    if !opts.dry_run
+        && report
+            .tenants
+            .iter()
+            .any(|t| t.status != TenantStatus::Unchanged)
+    {
+        let body =
+            serde_json::to_vec_pretty(&report).map_err(|e| Error::internal(e.to_string()))?;
+        ctx.outputs
+            .put(&format!("runs/{run_id}.json"), Bytes::from(body))
+            .await?;
     }
     Ok(report)
 }

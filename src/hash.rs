@@ -24,7 +24,9 @@ pub struct Keyed {
 
 impl std::fmt::Debug for Keyed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Keyed").field("demo", &self.demo).finish_non_exhaustive()
+        f.debug_struct("Keyed")
+            .field("demo", &self.demo)
+            .finish_non_exhaustive()
     }
 }
 
@@ -36,20 +38,28 @@ impl Keyed {
     /// The pipeline's HMAC key from the environment variable the spec names.
     pub fn from_pipeline(p: &Pipeline) -> Result<Self> {
         let var = p.keys.hmac_key_env.as_deref();
-        let value = var.and_then(|v| std::env::var(v).ok()).filter(|v| !v.trim().is_empty());
+        let value = var
+            .and_then(|v| std::env::var(v).ok())
+            .filter(|v| !v.trim().is_empty());
         match value {
             Some(v) => {
                 let v = v.trim();
                 let key = hex::decode(v).unwrap_or_else(|_| v.as_bytes().to_vec());
                 if key.len() < 16 {
                     return Err(Error::config(
-                        format!("the HMAC key in ${} is shorter than 16 bytes", var.unwrap_or_default()),
+                        format!(
+                            "the HMAC key in ${} is shorter than 16 bytes",
+                            var.unwrap_or_default()
+                        ),
                         "generate one with `openssl rand -hex 32`",
                     ));
                 }
                 Ok(Keyed { key, demo: false })
             }
-            None if p.keys.allow_demo_key => Ok(Keyed { key: DEMO_KEY.to_vec(), demo: true }),
+            None if p.keys.allow_demo_key => Ok(Keyed {
+                key: DEMO_KEY.to_vec(),
+                demo: true,
+            }),
             None => Err(Error::config(
                 match var {
                     Some(v) => format!("the HMAC key variable ${v} is not set"),
@@ -69,7 +79,8 @@ impl Keyed {
 
     /// Keyed hash of a normalized identifier of `kind` in `tenant`, as lowercase hex.
     pub fn identifier(&self, tenant: &str, kind: &str, normalized: &str) -> String {
-        let mut mac = HmacSha256::new_from_slice(&self.tenant_key(tenant)).expect("HMAC accepts any key length");
+        let mut mac = HmacSha256::new_from_slice(&self.tenant_key(tenant))
+            .expect("HMAC accepts any key length");
         mac.update(kind.as_bytes());
         mac.update(b":");
         mac.update(normalized.as_bytes());
@@ -78,7 +89,9 @@ impl Keyed {
 
     /// A hasher bound to one tenant, to hash many identifiers without re-deriving the key.
     pub fn for_tenant(&self, tenant: &str) -> TenantHasher {
-        TenantHasher { key: self.tenant_key(tenant) }
+        TenantHasher {
+            key: self.tenant_key(tenant),
+        }
     }
 }
 

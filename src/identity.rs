@@ -54,11 +54,18 @@ fn normalize_phone(t: &str, country: Option<phonenumber::country::Id>) -> Option
     };
     // Reject text that merely contains a few digits ("call me at 5").
     let digits = s.chars().filter(|c| c.is_ascii_digit()).count();
-    if !(5..=17).contains(&digits) || s.chars().any(|c| c.is_alphabetic() && !matches!(c, 'x' | 'X')) {
+    if !(5..=17).contains(&digits)
+        || s.chars()
+            .any(|c| c.is_alphabetic() && !matches!(c, 'x' | 'X'))
+    {
         return None;
     }
     let n = phonenumber::parse(country, s).ok()?;
-    Some(phonenumber::format(&n).mode(phonenumber::Mode::E164).to_string())
+    Some(
+        phonenumber::format(&n)
+            .mode(phonenumber::Mode::E164)
+            .to_string(),
+    )
 }
 
 /// A normalized identifier column: one value per row, or a list per row.
@@ -99,7 +106,9 @@ pub fn normalize_column(kind: &IdentifierKind, s: &Series) -> PolarsResult<NormC
         _ => {
             let s = s.cast(&DataType::String)?;
             let ca = s.str()?;
-            Ok(NormColumn::Scalar(ca.iter().map(|o| o.and_then(&mut norm)).collect()))
+            Ok(NormColumn::Scalar(
+                ca.iter().map(|o| o.and_then(&mut norm)).collect(),
+            ))
         }
     }
 }
@@ -111,15 +120,28 @@ pub struct NormalizedFrame {
 }
 
 impl NormalizedFrame {
-    pub fn build(df: &DataFrame, ds: &Dataset, kinds: &BTreeMap<String, IdentifierKind>) -> PolarsResult<Self> {
+    pub fn build(
+        df: &DataFrame,
+        ds: &Dataset,
+        kinds: &BTreeMap<String, IdentifierKind>,
+    ) -> PolarsResult<Self> {
         let mut columns = Vec::new();
         for c in ds.identifier_columns() {
             let kind_name = c.identifier.as_deref().unwrap_or_default();
-            let Some(kind) = kinds.get(kind_name) else { continue };
+            let Some(kind) = kinds.get(kind_name) else {
+                continue;
+            };
             let s = df.column(&c.name)?.as_materialized_series();
-            columns.push((c.name.clone(), kind_name.to_string(), normalize_column(kind, s)?));
+            columns.push((
+                c.name.clone(),
+                kind_name.to_string(),
+                normalize_column(kind, s)?,
+            ));
         }
-        Ok(NormalizedFrame { columns, height: df.height() })
+        Ok(NormalizedFrame {
+            columns,
+            height: df.height(),
+        })
     }
 
     /// The identifiers found in row `i`.
@@ -150,7 +172,9 @@ impl NormalizedFrame {
             {
                 continue;
             }
-            let Some(values) = set.by_kind.get(kind) else { continue };
+            let Some(values) = set.by_kind.get(kind) else {
+                continue;
+            };
             match col {
                 NormColumn::Scalar(v) => {
                     for (i, x) in v.iter().enumerate() {
@@ -182,7 +206,10 @@ pub struct IdentSet {
 
 impl IdentSet {
     pub fn insert(&mut self, kind: &str, value: &str) {
-        self.by_kind.entry(kind.to_string()).or_default().insert(value.to_string());
+        self.by_kind
+            .entry(kind.to_string())
+            .or_default()
+            .insert(value.to_string());
     }
     pub fn extend(&mut self, ids: impl IntoIterator<Item = Ident>) {
         for (k, v) in ids {
@@ -200,8 +227,11 @@ impl IdentSet {
     }
     /// Sorted, for deterministic output.
     pub fn sorted(&self) -> Vec<Ident> {
-        let mut v: Vec<Ident> =
-            self.by_kind.iter().flat_map(|(k, s)| s.iter().map(move |x| (k.clone(), x.clone()))).collect();
+        let mut v: Vec<Ident> = self
+            .by_kind
+            .iter()
+            .flat_map(|(k, s)| s.iter().map(move |x| (k.clone(), x.clone())))
+            .collect();
         v.sort();
         v
     }
@@ -219,17 +249,31 @@ pub struct IdentityIndex {
 
 impl IdentityIndex {
     /// Adds the rows of one frame of the linking dataset.
-    pub fn add_frame(&mut self, df: &DataFrame, ds: &Dataset, kinds: &BTreeMap<String, IdentifierKind>) -> PolarsResult<()> {
+    pub fn add_frame(
+        &mut self,
+        df: &DataFrame,
+        ds: &Dataset,
+        kinds: &BTreeMap<String, IdentifierKind>,
+    ) -> PolarsResult<()> {
         let norm = NormalizedFrame::build(df, ds, kinds)?;
         let key_cols: Vec<Series> = ds
             .primary_key
             .iter()
-            .map(|k| df.column(k).and_then(|c| c.as_materialized_series().cast(&DataType::String)))
+            .map(|k| {
+                df.column(k)
+                    .and_then(|c| c.as_materialized_series().cast(&DataType::String))
+            })
             .collect::<PolarsResult<_>>()?;
         for i in 0..df.height() {
             let key = key_cols
                 .iter()
-                .map(|s| s.str().ok().and_then(|ca| ca.get(i)).unwrap_or_default().to_string())
+                .map(|s| {
+                    s.str()
+                        .ok()
+                        .and_then(|ca| ca.get(i))
+                        .unwrap_or_default()
+                        .to_string()
+                })
                 .collect::<Vec<_>>()
                 .join("\u{1f}");
             let idx = self.rows.len();
@@ -267,25 +311,46 @@ mod tests {
     use super::*;
 
     fn phone() -> IdentifierKind {
-        IdentifierKind { name: "phone".into(), normalize: Normalize::Phone, default_country: Some(phonenumber::country::Id::US) }
+        IdentifierKind {
+            name: "phone".into(),
+            normalize: Normalize::Phone,
+            default_country: Some(phonenumber::country::Id::US),
+        }
     }
 
     #[test]
     fn phone_formats_agree() {
         let k = phone();
         let want = Some("+14155550100".to_string());
-        for raw in ["+1 (415) 555-0100", "4155550100", "0014155550100", "+14155550100", "415.555.0100", " (415) 555 0100 "] {
+        for raw in [
+            "+1 (415) 555-0100",
+            "4155550100",
+            "0014155550100",
+            "+14155550100",
+            "415.555.0100",
+            " (415) 555 0100 ",
+        ] {
             assert_eq!(normalize(&k, raw), want, "{raw}");
         }
-        assert_eq!(normalize(&k, "+44 7700 900123").as_deref(), Some("+447700900123"));
+        assert_eq!(
+            normalize(&k, "+44 7700 900123").as_deref(),
+            Some("+447700900123")
+        );
         assert_eq!(normalize(&k, "call me"), None);
         assert!(parse_requested(&k, "call me").is_err());
     }
 
     #[test]
     fn email_normalization() {
-        let k = IdentifierKind { name: "email".into(), normalize: Normalize::Email, default_country: None };
-        assert_eq!(normalize(&k, "  Jane.Doe@Example.COM ").as_deref(), Some("jane.doe@example.com"));
+        let k = IdentifierKind {
+            name: "email".into(),
+            normalize: Normalize::Email,
+            default_country: None,
+        };
+        assert_eq!(
+            normalize(&k, "  Jane.Doe@Example.COM ").as_deref(),
+            Some("jane.doe@example.com")
+        );
         assert!(parse_requested(&k, "nobody").is_err());
         assert!(parse_requested(&k, "   ").is_err());
     }

@@ -88,19 +88,51 @@ impl Ledger {
     }
 }
 
-const REQUIRED: [&str; 6] = ["request_id", "tenant_id", "kind", "identifier_kind", "identifier", "received_at"];
+/// Two requests with equal keys are duplicates: (tenant, kind, identifier kind, identifier, field, value).
+type DedupKey = (
+    String,
+    RequestKind,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+);
+
+const REQUIRED: [&str; 6] = [
+    "request_id",
+    "tenant_id",
+    "kind",
+    "identifier_kind",
+    "identifier",
+    "received_at",
+];
 
 /// Validates the rows of the ledger files (pure: frames in, requests and rejects out).
 /// `files` are (path relative to the ledger location, frame), in path order.
-pub fn parse(files: &[(String, DataFrame)], pipeline: &Pipeline, tenants: &BTreeSet<String>, keyed: &Keyed) -> Ledger {
+pub fn parse(
+    files: &[(String, DataFrame)],
+    pipeline: &Pipeline,
+    tenants: &BTreeSet<String>,
+    keyed: &Keyed,
+) -> Ledger {
     let mut out = Ledger::default();
-    let mut seen: BTreeMap<(String, RequestKind, String, String, Option<String>, Option<String>), usize> = BTreeMap::new();
+    let mut seen: BTreeMap<DedupKey, usize> = BTreeMap::new();
     for (file, df) in files {
-        let missing: Vec<&str> = REQUIRED.iter().copied().filter(|c| df.column(c).is_err()).collect();
+        let missing: Vec<&str> = REQUIRED
+            .iter()
+            .copied()
+            .filter(|c| df.column(c).is_err())
+            .collect();
         if !missing.is_empty() {
             out.rejects.push(Reject {
-                position: Position { file: file.clone(), row: 0 },
-                reason: format!("the file has no column(s) {}; every row of it is rejected", missing.join(", ")),
+                position: Position {
+                    file: file.clone(),
+                    row: 0,
+                },
+                reason: format!(
+                    "the file has no column(s) {}; every row of it is rejected",
+                    missing.join(", ")
+                ),
                 tenant: None,
                 request_id: None,
                 identifier_hash: None,
@@ -112,42 +144,79 @@ pub fn parse(files: &[(String, DataFrame)], pipeline: &Pipeline, tenants: &BTree
             .iter()
             .chain(["field", "value"].iter())
             .filter_map(|c| {
-                let s = df.column(c).ok()?.as_materialized_series().cast(&DataType::String).ok()?;
+                let s = df
+                    .column(c)
+                    .ok()?
+                    .as_materialized_series()
+                    .cast(&DataType::String)
+                    .ok()?;
                 Some((*c, s.str().ok()?.clone()))
             })
             .collect();
         let get = |c: &str, i: usize| -> Option<String> {
-            cols.get(c).and_then(|ca| ca.get(i)).map(|x| x.trim().to_string()).filter(|x| !x.is_empty())
+            cols.get(c)
+                .and_then(|ca| ca.get(i))
+                .map(|x| x.trim().to_string())
+                .filter(|x| !x.is_empty())
         };
         for i in 0..df.height() {
-            let position = Position { file: file.clone(), row: i + 1 };
+            let position = Position {
+                file: file.clone(),
+                row: i + 1,
+            };
             let request_id = get("request_id", i);
             let tenant = get("tenant_id", i);
-            let known_tenant = tenant.clone().filter(|t| validate_tenant_id(t).is_ok() && tenants.contains(t));
+            let known_tenant = tenant
+                .clone()
+                .filter(|t| validate_tenant_id(t).is_ok() && tenants.contains(t));
             let raw_ident = get("identifier", i);
             let id_kind = get("identifier_kind", i);
             let reject = |reason: String, out: &mut Ledger| {
                 let identifier_hash = match (&known_tenant, &raw_ident) {
-                    (Some(t), Some(v)) => Some(keyed.identifier(t, id_kind.as_deref().unwrap_or("?"), v)),
+                    (Some(t), Some(v)) => {
+                        Some(keyed.identifier(t, id_kind.as_deref().unwrap_or("?"), v))
+                    }
                     _ => None,
                 };
-                out.rejects.push(Reject { position: position.clone(), reason, tenant: known_tenant.clone(), request_id: request_id.clone(), identifier_hash });
+                out.rejects.push(Reject {
+                    position: position.clone(),
+                    reason,
+                    tenant: known_tenant.clone(),
+                    request_id: request_id.clone(),
+                    identifier_hash,
+                });
             };
             let Some(request_id) = request_id.clone() else {
                 reject("missing request_id".into(), &mut out);
                 continue;
             };
             let Some(t) = known_tenant.clone() else {
-                reject(if tenant.is_none() { "missing tenant_id".into() } else { "unknown tenant (not in the tenant registry)".into() }, &mut out);
+                reject(
+                    if tenant.is_none() {
+                        "missing tenant_id".into()
+                    } else {
+                        "unknown tenant (not in the tenant registry)".into()
+                    },
+                    &mut out,
+                );
                 continue;
             };
             let Some(kind) = get("kind", i).as_deref().and_then(RequestKind::parse) else {
-                reject("unknown or missing kind (want erase, opt_out, rectify or access)".into(), &mut out);
+                reject(
+                    "unknown or missing kind (want erase, opt_out, rectify or access)".into(),
+                    &mut out,
+                );
                 continue;
             };
             let Some(ik) = id_kind.as_deref().and_then(|k| pipeline.identifiers.get(k)) else {
                 let known: Vec<&str> = pipeline.identifiers.keys().map(String::as_str).collect();
-                reject(format!("unknown or missing identifier_kind (the spec declares {})", known.join(", ")), &mut out);
+                reject(
+                    format!(
+                        "unknown or missing identifier_kind (the spec declares {})",
+                        known.join(", ")
+                    ),
+                    &mut out,
+                );
                 continue;
             };
             let Some(raw) = raw_ident.as_deref() else {
@@ -161,8 +230,12 @@ pub fn parse(files: &[(String, DataFrame)], pipeline: &Pipeline, tenants: &BTree
                     continue;
                 }
             };
-            let Some(received_at) = get("received_at", i).as_deref().and_then(parse_timestamp) else {
-                reject("missing or unreadable received_at (want RFC 3339)".into(), &mut out);
+            let Some(received_at) = get("received_at", i).as_deref().and_then(parse_timestamp)
+            else {
+                reject(
+                    "missing or unreadable received_at (want RFC 3339)".into(),
+                    &mut out,
+                );
                 continue;
             };
             let (field, value) = (get("field", i), get("value", i));
@@ -180,8 +253,19 @@ pub fn parse(files: &[(String, DataFrame)], pipeline: &Pipeline, tenants: &BTree
                     continue;
                 }
             }
-            let (field, value) = if kind == RequestKind::Rectify { (field, value) } else { (None, None) };
-            let key = (t.clone(), kind, ik.name.clone(), identifier.clone(), field.clone(), value.clone());
+            let (field, value) = if kind == RequestKind::Rectify {
+                (field, value)
+            } else {
+                (None, None)
+            };
+            let key = (
+                t.clone(),
+                kind,
+                ik.name.clone(),
+                identifier.clone(),
+                field.clone(),
+                value.clone(),
+            );
             if let Some(prev) = seen.get(&key) {
                 // Duplicates are harmless: keep the earliest.
                 let p = &mut out.requests[*prev];
@@ -205,7 +289,8 @@ pub fn parse(files: &[(String, DataFrame)], pipeline: &Pipeline, tenants: &BTree
             });
         }
     }
-    out.requests.sort_by(|a, b| (a.received_at, &a.position).cmp(&(b.received_at, &b.position)));
+    out.requests
+        .sort_by(|a, b| (a.received_at, &a.position).cmp(&(b.received_at, &b.position)));
     out
 }
 

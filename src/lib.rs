@@ -6,22 +6,22 @@
 //! [`commit`] manifests and [`report`]s. The library never prints; it reports through
 //! [`report::Reporter`], which the CLI implements.
 
-pub mod error;
-pub mod hash;
-pub mod report;
-pub mod spec;
-pub mod storage;
-pub mod runtime;
-pub mod ledger;
-pub mod identity;
 pub mod apply;
+pub mod commit;
 pub mod compact;
 pub mod conform;
-pub mod parquet_io;
-pub mod commit;
-pub mod plan;
+pub mod error;
 pub mod exec;
-pub mod verify;
+pub mod hash;
+pub mod identity;
+pub mod ledger;
+pub mod parquet_io;
+pub mod plan;
+pub mod report;
+pub mod runtime;
 pub mod sample;
+pub mod spec;
+pub mod storage;
+pub mod verify;
 
 pub use error::{Error, Result};

@@ -29,7 +29,12 @@ pub struct WriteOptions {
 }
 
 /// Converts a Polars frame to arrow-rs record batches through in-memory Arrow IPC.
-pub fn to_arrow(df: &mut DataFrame) -> Result<(arrow::datatypes::SchemaRef, Vec<arrow::record_batch::RecordBatch>)> {
+pub fn to_arrow(
+    df: &mut DataFrame,
+) -> Result<(
+    arrow::datatypes::SchemaRef,
+    Vec<arrow::record_batch::RecordBatch>,
+)> {
     let mut buf = Vec::with_capacity(df.estimated_size() + 4096);
     IpcWriter::new(&mut buf)
         .with_compat_level(CompatLevel::oldest())
@@ -38,7 +43,9 @@ pub fn to_arrow(df: &mut DataFrame) -> Result<(arrow::datatypes::SchemaRef, Vec<
     let reader = arrow::ipc::reader::FileReader::try_new(Cursor::new(buf), None)
         .map_err(|e| Error::internal(format!("IPC import failed: {e}")))?;
     let schema = reader.schema();
-    let batches = reader.collect::<std::result::Result<Vec<_>, _>>().map_err(|e| Error::internal(format!("IPC import failed: {e}")))?;
+    let batches = reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::internal(format!("IPC import failed: {e}")))?;
     Ok((schema, batches))
 }
 
@@ -48,18 +55,28 @@ pub fn write_parquet(df: &mut DataFrame, opts: &WriteOptions) -> Result<Bytes> {
     let descr = parquet::arrow::ArrowSchemaConverter::new()
         .convert(&schema)
         .map_err(|e| Error::internal(format!("schema conversion failed: {e}")))?;
-    let level = ZstdLevel::try_new(opts.zstd_level).map_err(|e| Error::config(format!("zstd level: {e}"), "use 1..=22"))?;
+    let level = ZstdLevel::try_new(opts.zstd_level)
+        .map_err(|e| Error::config(format!("zstd level: {e}"), "use 1..=22"))?;
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(opts.row_group_rows))
         // Fixed so that identical inputs give byte-identical files.
         .set_created_by(format!("lethe {}", env!("CARGO_PKG_VERSION")))
-        .set_key_value_metadata(Some(opts.metadata.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())).collect()));
+        .set_key_value_metadata(Some(
+            opts.metadata
+                .iter()
+                .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+                .collect(),
+        ));
     let rows = df.height().max(1) as u64;
     for leaf in descr.columns() {
         let path = leaf.path();
-        if path.parts().first().is_some_and(|p| opts.bloom_columns.iter().any(|b| b == p)) {
+        if path
+            .parts()
+            .first()
+            .is_some_and(|p| opts.bloom_columns.iter().any(|b| b == p))
+        {
             let cp = ColumnPath::new(path.parts().to_vec());
             props = props
                 .set_column_bloom_filter_enabled(cp.clone(), true)
@@ -71,9 +88,11 @@ pub fn write_parquet(df: &mut DataFrame, opts: &WriteOptions) -> Result<Bytes> {
     let mut w = ArrowWriter::try_new(&mut out, schema, Some(props.build()))
         .map_err(|e| Error::internal(format!("parquet writer: {e}")))?;
     for b in &batches {
-        w.write(b).map_err(|e| Error::internal(format!("parquet write: {e}")))?;
+        w.write(b)
+            .map_err(|e| Error::internal(format!("parquet write: {e}")))?;
     }
-    w.close().map_err(|e| Error::internal(format!("parquet close: {e}")))?;
+    w.close()
+        .map_err(|e| Error::internal(format!("parquet close: {e}")))?;
     Ok(Bytes::from(out))
 }
 
@@ -82,8 +101,16 @@ pub fn read_parquet(bytes: Bytes, path: &str) -> Result<DataFrame> {
     let r = std::panic::catch_unwind(|| ParquetReader::new(Cursor::new(bytes)).finish());
     match r {
         Ok(Ok(df)) => Ok(df),
-        Ok(Err(e)) => Err(Error::bad_data(path, format!("unreadable Parquet: {e}"), "the file is corrupt or truncated; restore it from its source")),
-        Err(_) => Err(Error::bad_data(path, "unreadable Parquet (the reader failed)", "the file is corrupt or truncated; restore it from its source")),
+        Ok(Err(e)) => Err(Error::bad_data(
+            path,
+            format!("unreadable Parquet: {e}"),
+            "the file is corrupt or truncated; restore it from its source",
+        )),
+        Err(_) => Err(Error::bad_data(
+            path,
+            "unreadable Parquet (the reader failed)",
+            "the file is corrupt or truncated; restore it from its source",
+        )),
     }
 }
 
@@ -96,9 +123,11 @@ pub fn split_for_size(df: &DataFrame, target_bytes: u64) -> Vec<DataFrame> {
     }
     let parts = est.div_ceil(target_bytes) as usize;
     let per = h.div_ceil(parts);
-    (0..parts).map(|i| df.slice((i * per) as i64, per)).filter(|d| d.height() > 0).collect()
+    (0..parts)
+        .map(|i| df.slice((i * per) as i64, per))
+        .filter(|d| d.height() > 0)
+        .collect()
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -111,15 +140,26 @@ mod tests {
             "n" => [1i64, 2],
         )
         .unwrap();
-        let l: ListChunked = vec![Some(Series::new("".into(), ["x@y.z"])), None].into_iter().collect();
-        df.with_column(l.with_name("to".into()).into_column()).unwrap();
-        let opts = WriteOptions { zstd_level: 3, row_group_rows: 1024, bloom_columns: vec!["to".into(), "id".into()], metadata: vec![("lethe.dataset".into(), "t".into())] };
+        let l: ListChunked = vec![Some(Series::new("".into(), ["x@y.z"])), None]
+            .into_iter()
+            .collect();
+        df.with_column(l.with_name("to".into()).into_column())
+            .unwrap();
+        let opts = WriteOptions {
+            zstd_level: 3,
+            row_group_rows: 1024,
+            bloom_columns: vec!["to".into(), "id".into()],
+            metadata: vec![("lethe.dataset".into(), "t".into())],
+        };
         let bytes = write_parquet(&mut df.clone(), &opts).unwrap();
         let again = write_parquet(&mut df.clone(), &opts).unwrap();
         assert_eq!(bytes, again, "deterministic bytes");
         let back = read_parquet(bytes.clone(), "mem").unwrap();
         assert_eq!(back.height(), 2);
-        assert_eq!(back.column("to").unwrap().dtype(), &DataType::List(Box::new(DataType::String)));
+        assert_eq!(
+            back.column("to").unwrap().dtype(),
+            &DataType::List(Box::new(DataType::String))
+        );
         let meta = parquet::file::serialized_reader::SerializedFileReader::new(bytes).unwrap();
         use parquet::file::reader::FileReader;
         let rg = meta.metadata().row_group(0);

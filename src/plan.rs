@@ -25,7 +25,11 @@ pub struct ExportFile {
 
 /// Sort key for exports: base first, then incrementals by date, then path.
 pub fn export_order(f: &ExportFile) -> (u8, String, String) {
-    (u8::from(f.batch != "base"), f.batch.clone(), f.input.path.clone())
+    (
+        u8::from(f.batch != "base"),
+        f.batch.clone(),
+        f.input.path.clone(),
+    )
 }
 
 /// Groups listed export objects by tenant, using the pipeline's layout templates.
@@ -46,10 +50,12 @@ pub fn group_exports(
             .base
             .match_dir(&o.path)
             .map(|(v, _)| (v, "base".to_string()))
-            .or_else(|| p.layout.incremental.match_dir(&o.path).map(|(v, _)| {
-                let d = v.get("date").cloned().unwrap_or_default();
-                (v, d)
-            }));
+            .or_else(|| {
+                p.layout.incremental.match_dir(&o.path).map(|(v, _)| {
+                    let d = v.get("date").cloned().unwrap_or_default();
+                    (v, d)
+                })
+            });
         let Some((vars, batch)) = m else {
             unmatched.push(o.path.clone());
             continue;
@@ -62,7 +68,11 @@ pub fn group_exports(
             unmatched.push(o.path.clone());
             continue;
         }
-        by_tenant.entry(t.clone()).or_default().push(ExportFile { dataset: d.clone(), batch, input: o.into() });
+        by_tenant.entry(t.clone()).or_default().push(ExportFile {
+            dataset: d.clone(),
+            batch,
+            input: o.into(),
+        });
     }
     for files in by_tenant.values_mut() {
         files.sort_by_key(export_order);
@@ -105,17 +115,33 @@ pub struct RunPlan {
 }
 
 /// The fingerprint of a tenant's inputs: spec, engine, every export file, every request.
-pub fn fingerprint(p: &Pipeline, tenant: &str, exports: &[ExportFile], requests: &[&Request], keyed: &Keyed) -> String {
+pub fn fingerprint(
+    p: &Pipeline,
+    tenant: &str,
+    exports: &[ExportFile],
+    requests: &[&Request],
+    keyed: &Keyed,
+) -> String {
     let mut h = Sha256::new();
     h.update(p.spec_hash.as_bytes());
     h.update(env!("CARGO_PKG_VERSION").as_bytes());
     h.update(tenant.as_bytes());
     for f in exports {
-        h.update(format!("\n{}|{}|{}|{:?}", f.dataset, f.input.path, f.input.size, f.input.e_tag).as_bytes());
+        h.update(
+            format!(
+                "\n{}|{}|{}|{:?}",
+                f.dataset, f.input.path, f.input.size, f.input.e_tag
+            )
+            .as_bytes(),
+        );
     }
     let th = keyed.for_tenant(tenant);
     for r in requests {
-        let value = r.value.as_deref().map(|v| th.identifier("value", v)).unwrap_or_default();
+        let value = r
+            .value
+            .as_deref()
+            .map(|v| th.identifier("value", v))
+            .unwrap_or_default();
         h.update(
             format!(
                 "\n{}|{:?}|{}|{}|{}|{:?}|{}",
@@ -136,5 +162,8 @@ pub fn fingerprint(p: &Pipeline, tenant: &str, exports: &[ExportFile], requests:
 /// Which exports the previous snapshot does not reflect yet.
 pub fn new_exports(all: &[ExportFile], prev: Option<&Manifest>) -> Vec<ExportFile> {
     let seen: BTreeSet<&InputEntry> = prev.map(|m| m.exports.iter().collect()).unwrap_or_default();
-    all.iter().filter(|f| !seen.contains(&f.input)).cloned().collect()
+    all.iter()
+        .filter(|f| !seen.contains(&f.input))
+        .cloned()
+        .collect()
 }

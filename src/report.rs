@@ -8,13 +8,29 @@ use serde::Serialize;
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// A phase of the run started (plan, read, apply, write, commit...).
-    Phase { name: String },
-    TenantStarted { tenant: String },
-    TenantDone { tenant: String, committed: bool, rows_out: u64, files: usize },
-    TenantSkipped { tenant: String, reason: String },
+    Phase {
+        name: String,
+    },
+    TenantStarted {
+        tenant: String,
+    },
+    TenantDone {
+        tenant: String,
+        committed: bool,
+        rows_out: u64,
+        files: usize,
+    },
+    TenantSkipped {
+        tenant: String,
+        reason: String,
+    },
     /// Something the operator should know but that does not stop the run.
-    Warning { message: String },
-    Info { message: String },
+    Warning {
+        message: String,
+    },
+    Info {
+        message: String,
+    },
 }
 
 pub trait Reporter: Send + Sync {

@@ -62,7 +62,8 @@ pub fn check_frame(
     mentions: &MentionMatcher,
     th: &crate::hash::TenantHasher,
 ) -> Result<(Vec<Finding>, u64)> {
-    let norm = NormalizedFrame::build(df, ds, &p.identifiers).map_err(|e| Error::internal(e.to_string()))?;
+    let norm = NormalizedFrame::build(df, ds, &p.identifiers)
+        .map_err(|e| Error::internal(e.to_string()))?;
     if ds.retain.is_some() {
         let n = norm.matches(erased, None).iter().filter(|x| **x).count() as u64;
         return Ok((Vec::new(), n));
@@ -96,24 +97,42 @@ pub fn check_frame(
             }
         }
         if rows > 0 {
-            findings.push(Finding { tenant: tenant.into(), dataset: ds.name.clone(), column: col.clone(), rows, identifier_hashes: hashes.into_iter().collect() });
+            findings.push(Finding {
+                tenant: tenant.into(),
+                dataset: ds.name.clone(),
+                column: col.clone(),
+                rows,
+                identifier_hashes: hashes.into_iter().collect(),
+            });
         }
     }
     if !mentions.is_empty() {
         for c in ds.free_text_columns() {
-            let s = df.column(&c.name).map_err(|e| Error::internal(e.to_string()))?;
+            let s = df
+                .column(&c.name)
+                .map_err(|e| Error::internal(e.to_string()))?;
             let s = s.as_materialized_series();
             let ca = s.str().map_err(|e| Error::internal(e.to_string()))?;
             let rows = ca.iter().flatten().filter(|t| mentions.finds(t)).count() as u64;
             if rows > 0 {
-                findings.push(Finding { tenant: tenant.into(), dataset: ds.name.clone(), column: c.name.clone(), rows, identifier_hashes: Vec::new() });
+                findings.push(Finding {
+                    tenant: tenant.into(),
+                    dataset: ds.name.clone(),
+                    column: c.name.clone(),
+                    rows,
+                    identifier_hashes: Vec::new(),
+                });
             }
         }
     }
     Ok((findings, 0))
 }
 
-pub async fn verify(p: Arc<Pipeline>, tenants: &[String], reporter: &dyn Reporter) -> Result<VerifyReport> {
+pub async fn verify(
+    p: Arc<Pipeline>,
+    tenants: &[String],
+    reporter: &dyn Reporter,
+) -> Result<VerifyReport> {
     let ctx = Context::open(p.clone(), reporter).await?;
     let mut report = VerifyReport::default();
     for t in &ctx.tenants {
@@ -121,7 +140,9 @@ pub async fn verify(p: Arc<Pipeline>, tenants: &[String], reporter: &dyn Reporte
             continue;
         }
         let Some(m) = commit::latest(&ctx.outputs, t).await? else {
-            reporter.report(Event::Info { message: format!("tenant {t}: no snapshot yet") });
+            reporter.report(Event::Info {
+                message: format!("tenant {t}: no snapshot yet"),
+            });
             continue;
         };
         report.tenants_checked += 1;
@@ -136,7 +157,10 @@ pub async fn verify(p: Arc<Pipeline>, tenants: &[String], reporter: &dyn Reporte
                     continue;
                 }
                 let path = f.path.clone();
-                parts.push(crate::runtime::cpu(move || crate::parquet_io::read_parquet(bytes, &path)).await?);
+                parts.push(
+                    crate::runtime::cpu(move || crate::parquet_io::read_parquet(bytes, &path))
+                        .await?,
+                );
             }
             frames.insert(name.clone(), parts);
         }
@@ -144,23 +168,39 @@ pub async fn verify(p: Arc<Pipeline>, tenants: &[String], reporter: &dyn Reporte
         let mut index = IdentityIndex::default();
         if let Some(link) = p.linking_dataset() {
             for df in frames.get(&link.name).into_iter().flatten() {
-                index.add_frame(df, link, &p.identifiers).map_err(|e| Error::internal(e.to_string()))?;
+                index
+                    .add_frame(df, link, &p.identifiers)
+                    .map_err(|e| Error::internal(e.to_string()))?;
             }
             let plan = ctx.plan(std::slice::from_ref(t)).await?;
-            for f in plan.tenants.iter().flat_map(|tp| tp.all_exports.iter()).filter(|f| f.dataset == link.name) {
+            for f in plan
+                .tenants
+                .iter()
+                .flat_map(|tp| tp.all_exports.iter())
+                .filter(|f| f.dataset == link.name)
+            {
                 let bytes = ctx.exports.get(&f.input.path).await?;
                 let ds = link.clone();
                 let path = f.input.path.clone();
                 let df = crate::runtime::cpu(move || {
-                    let hints = crate::storage::read::ReadHints { schema: Some(crate::conform::polars_schema(&ds)) };
-                    crate::storage::read::read_frame(bytes, &path, &hints).and_then(|df| crate::conform::conform(df, &ds, &path))
+                    let hints = crate::storage::read::ReadHints {
+                        schema: Some(crate::conform::polars_schema(&ds)),
+                    };
+                    crate::storage::read::read_frame(bytes, &path, &hints)
+                        .and_then(|df| crate::conform::conform(df, &ds, &path))
                 })
                 .await?;
-                index.add_frame(&df, link, &p.identifiers).map_err(|e| Error::internal(e.to_string()))?;
+                index
+                    .add_frame(&df, link, &p.identifiers)
+                    .map_err(|e| Error::internal(e.to_string()))?;
             }
         }
         let mut erased = IdentSet::default();
-        for r in ctx.ledger.for_tenant(t).filter(|r| r.kind == RequestKind::Erase) {
+        for r in ctx
+            .ledger
+            .for_tenant(t)
+            .filter(|r| r.kind == RequestKind::Erase)
+        {
             erased.extend(index.resolve(&(r.identifier_kind.clone(), r.identifier.clone())));
         }
         report.erased_identifiers += erased.len();
@@ -171,7 +211,12 @@ pub async fn verify(p: Arc<Pipeline>, tenants: &[String], reporter: &dyn Reporte
                 let (f, exempt) = check_frame(&p, t, ds, df, &erased, &mentions, &th)?;
                 report.findings.extend(f);
                 if exempt > 0 {
-                    report.exempt.push(Exempt { tenant: t.clone(), dataset: ds.name.clone(), rows: exempt, legal_basis: ds.retain.clone().unwrap_or_default() });
+                    report.exempt.push(Exempt {
+                        tenant: t.clone(),
+                        dataset: ds.name.clone(),
+                        rows: exempt,
+                        legal_basis: ds.retain.clone().unwrap_or_default(),
+                    });
                 }
             }
         }

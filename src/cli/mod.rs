@@ -13,11 +13,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use lethe::error::{exit, Error};
+use lethe::error::{Error, exit};
 use lethe::report::{Event, Reporter};
 
 #[derive(Parser, Debug)]
-#[command(name = "lethe", version, about = "Make a multi-tenant platform's exports and backups keep their privacy promises")]
+#[command(
+    name = "lethe",
+    version,
+    about = "Make a multi-tenant platform's exports and backups keep their privacy promises"
+)]
 pub struct Cli {
     /// Log format on stderr; defaults to JSON when stderr is not a terminal.
     #[arg(long, global = true, value_enum)]
@@ -63,10 +67,17 @@ impl Reporter for TracingReporter {
             Event::Warning { message } => tracing::warn!("{message}"),
             Event::Phase { name } => tracing::debug!(phase = %name, "phase"),
             Event::TenantStarted { tenant } => tracing::info!(%tenant, "tenant started"),
-            Event::TenantDone { tenant, committed, rows_out, files } => {
+            Event::TenantDone {
+                tenant,
+                committed,
+                rows_out,
+                files,
+            } => {
                 tracing::info!(%tenant, committed, rows_out, files, "tenant done")
             }
-            Event::TenantSkipped { tenant, reason } => tracing::info!(%tenant, %reason, "tenant skipped"),
+            Event::TenantSkipped { tenant, reason } => {
+                tracing::info!(%tenant, %reason, "tenant skipped")
+            }
             Event::Info { message } => tracing::info!("{message}"),
         }
     }
@@ -89,7 +100,10 @@ fn init_logging(cli: &Cli) {
         Some(LogFormat::Text) => false,
         None => !std::io::stderr().is_terminal(),
     };
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
     if json {
         b.json().flatten_event(true).init();
     } else {
@@ -108,7 +122,11 @@ pub fn load(path: &Path) -> Result<Arc<lethe::spec::Pipeline>, Error> {
 
 pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), Error> {
     let body = serde_json::to_vec_pretty(value).map_err(|e| Error::internal(e.to_string()))?;
-    std::fs::write(path, body).map_err(|source| Error::Io { op: "write", path: PathBuf::from(path), source })
+    std::fs::write(path, body).map_err(|source| Error::Io {
+        op: "write",
+        path: PathBuf::from(path),
+        source,
+    })
 }
 
 pub fn main() -> i32 {
@@ -117,7 +135,9 @@ pub fn main() -> i32 {
         Err(e) => {
             let _ = e.print();
             return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => exit::OK,
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    exit::OK
+                }
                 _ => exit::USAGE,
             };
         }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use lethe::error::{exit, Error};
+use lethe::error::{Error, exit};
 use lethe::exec::RunOptions;
 use lethe::report::Reporter;
 
@@ -20,13 +20,41 @@ pub struct Args {
 pub fn exec(a: Args, reporter: &dyn Reporter) -> Result<i32, Error> {
     let p = super::load(&a.pipeline)?;
     let rt = super::runtime()?;
-    let report = rt.block_on(lethe::exec::run(p, RunOptions { tenants: a.tenants, dry_run: true, expect_plan: None, run_id: Some("plan".into()) }, reporter))?;
+    let report = rt.block_on(lethe::exec::run(
+        p,
+        RunOptions {
+            tenants: a.tenants,
+            dry_run: true,
+            expect_plan: None,
+            run_id: Some("plan".into()),
+        },
+        reporter,
+    ))?;
     super::run::print_summary(&report);
     if let Some(plan) = &report.plan {
         for t in &plan.tenants {
-            println!("{}: {} new export file(s) of {}, {}", t.tenant, t.new_exports.len(), t.all_exports.len(), if t.changed { "will commit" } else { "unchanged" });
+            println!(
+                "{}: {} new export file(s) of {}, {}",
+                t.tenant,
+                t.new_exports.len(),
+                t.all_exports.len(),
+                if t.changed {
+                    "will commit"
+                } else {
+                    "unchanged"
+                }
+            );
             for (d, pd) in &t.datasets {
-                println!("  {d:<12} rows_in {:>8}  delete {:>6}  redact {:>6}  retain {:>5}  rectify {:>5}  write {} file(s), {} bytes", pd.stats.rows_in, pd.stats.deleted, pd.stats.redacted, pd.stats.retained, pd.stats.rectified, pd.files, pd.bytes);
+                println!(
+                    "  {d:<12} rows_in {:>8}  delete {:>6}  redact {:>6}  retain {:>5}  rectify {:>5}  write {} file(s), {} bytes",
+                    pd.stats.rows_in,
+                    pd.stats.deleted,
+                    pd.stats.redacted,
+                    pd.stats.retained,
+                    pd.stats.rectified,
+                    pd.files,
+                    pd.bytes
+                );
             }
         }
         if let Some(out) = &a.out {
@@ -34,5 +62,9 @@ pub fn exec(a: Args, reporter: &dyn Reporter) -> Result<i32, Error> {
             println!("plan written to {}", out.display());
         }
     }
-    Ok(if report.exit_code() == 0 { exit::OK } else { report.exit_code() })
+    Ok(if report.exit_code() == 0 {
+        exit::OK
+    } else {
+        report.exit_code()
+    })
 }

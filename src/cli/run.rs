@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use lethe::error::{exit, Error};
+use lethe::error::{Error, exit};
 use lethe::exec::{RunOptions, RunReport, TenantStatus};
 use lethe::report::Reporter;
 
@@ -22,11 +22,33 @@ pub struct Args {
 }
 
 pub fn print_summary(r: &RunReport) {
-    println!("run {} of pipeline {}{}", r.run_id, r.pipeline, if r.dry_run { " (dry run: nothing written)" } else { "" });
+    println!(
+        "run {} of pipeline {}{}",
+        r.run_id,
+        r.pipeline,
+        if r.dry_run {
+            " (dry run: nothing written)"
+        } else {
+            ""
+        }
+    );
     if r.demo_key {
-        println!("WARNING: the public demo HMAC key is in use; set the key variable before production use");
+        println!(
+            "WARNING: the public demo HMAC key is in use; set the key variable before production use"
+        );
     }
-    println!("{:<24} {:<10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}", "tenant", "status", "rows_in", "deleted", "redacted", "retained", "rectified", "rows_out", "files");
+    println!(
+        "{:<24} {:<10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}",
+        "tenant",
+        "status",
+        "rows_in",
+        "deleted",
+        "redacted",
+        "retained",
+        "rectified",
+        "rows_out",
+        "files"
+    );
     for t in &r.tenants {
         let mut s = lethe::apply::ApplyStats::default();
         let (mut out, mut files) = (0, 0);
@@ -41,20 +63,34 @@ pub fn print_summary(r: &RunReport) {
             TenantStatus::Planned => "planned",
             TenantStatus::Failed => "FAILED",
         };
-        println!("{:<24} {:<10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}", t.tenant, status, s.rows_in, s.deleted, s.redacted, s.retained, s.rectified, out, files);
+        println!(
+            "{:<24} {:<10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}",
+            t.tenant, status, s.rows_in, s.deleted, s.redacted, s.retained, s.rectified, out, files
+        );
         if let Some(e) = &t.error {
             println!("  error: {}", e.replace('\n', "\n  "));
         }
     }
-    println!("requests: {} valid, {} duplicate, {} rejected", r.ledger_requests, r.ledger_duplicates, r.rejects.len());
+    println!(
+        "requests: {} valid, {} duplicate, {} rejected",
+        r.ledger_requests,
+        r.ledger_duplicates,
+        r.rejects.len()
+    );
     for rej in r.rejects.iter().take(20) {
-        println!("  rejected {}:{}: {}", rej.position.file, rej.position.row, rej.reason);
+        println!(
+            "  rejected {}:{}: {}",
+            rej.position.file, rej.position.row, rej.reason
+        );
     }
     if r.rejects.len() > 20 {
         println!("  ... {} more in the run report", r.rejects.len() - 20);
     }
     if !r.unmatched_exports.is_empty() {
-        println!("{} export file(s) matched no layout template or known tenant (not processed)", r.unmatched_exports.len());
+        println!(
+            "{} export file(s) matched no layout template or known tenant (not processed)",
+            r.unmatched_exports.len()
+        );
     }
 }
 
@@ -62,16 +98,38 @@ pub fn exec(a: Args, reporter: &dyn Reporter) -> Result<i32, Error> {
     let p = super::load(&a.pipeline)?;
     let expect_plan = match &a.plan {
         Some(path) => {
-            let text = std::fs::read(path).map_err(|source| Error::Io { op: "read", path: path.clone(), source })?;
-            Some(serde_json::from_slice(&text).map_err(|e| Error::Usage { message: format!("{} is not a plan made by `lethe plan --out`: {e}", path.display()) })?)
+            let text = std::fs::read(path).map_err(|source| Error::Io {
+                op: "read",
+                path: path.clone(),
+                source,
+            })?;
+            Some(serde_json::from_slice(&text).map_err(|e| Error::Usage {
+                message: format!(
+                    "{} is not a plan made by `lethe plan --out`: {e}",
+                    path.display()
+                ),
+            })?)
         }
         None => None,
     };
     let rt = super::runtime()?;
-    let report = rt.block_on(lethe::exec::run(p, RunOptions { tenants: a.tenants, dry_run: false, expect_plan, run_id: None }, reporter))?;
+    let report = rt.block_on(lethe::exec::run(
+        p,
+        RunOptions {
+            tenants: a.tenants,
+            dry_run: false,
+            expect_plan,
+            run_id: None,
+        },
+        reporter,
+    ))?;
     print_summary(&report);
     if let Some(path) = &a.report {
         super::write_json(path, &report)?;
     }
-    Ok(if report.exit_code() == 0 { exit::OK } else { report.exit_code() })
+    Ok(if report.exit_code() == 0 {
+        exit::OK
+    } else {
+        report.exit_code()
+    })
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use lethe::error::{exit, Error};
+use lethe::error::{Error, exit};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -28,6 +28,9 @@ pub fn exec(a: Args) -> Result<i32, Error> {
         ..Default::default()
     };
     let summary = lethe::sample::generate(&a.dir, &opts)?;
-    println!("{}", serde_json::to_string_pretty(&summary).map_err(|e| Error::internal(e.to_string()))?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&summary).map_err(|e| Error::internal(e.to_string()))?
+    );
     Ok(exit::OK)
 }

@@ -1,6 +1,6 @@
 //! `lethe schema`: the JSON Schema of the pipeline and dataset-schema formats, for editors and CI.
 
-use lethe::error::{exit, Error};
+use lethe::error::{Error, exit};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -16,6 +16,9 @@ pub fn exec(a: Args) -> Result<i32, Error> {
         "dataset" => all["dataset"].clone(),
         _ => all,
     };
-    println!("{}", serde_json::to_string_pretty(&v).map_err(|e| Error::internal(e.to_string()))?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&v).map_err(|e| Error::internal(e.to_string()))?
+    );
     Ok(exit::OK)
 }

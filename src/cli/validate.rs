@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use lethe::error::{exit, Error};
+use lethe::error::{Error, exit};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -17,9 +17,18 @@ pub fn exec(a: Args) -> Result<i32, Error> {
     match lethe::spec::load(&a.pipeline) {
         Ok(p) => {
             if a.json {
-                println!("{}", serde_json::json!({"valid": true, "problems": [], "spec_hash": p.spec_hash}));
+                println!(
+                    "{}",
+                    serde_json::json!({"valid": true, "problems": [], "spec_hash": p.spec_hash})
+                );
             } else {
-                println!("{}: valid ({} datasets, {} identifier kinds, stages: {:?})", a.pipeline.display(), p.datasets.len(), p.identifiers.len(), p.stages);
+                println!(
+                    "{}: valid ({} datasets, {} identifier kinds, stages: {:?})",
+                    a.pipeline.display(),
+                    p.datasets.len(),
+                    p.identifiers.len(),
+                    p.stages
+                );
             }
             Ok(exit::OK)
         }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use lethe::error::{exit, Error};
+use lethe::error::{Error, exit};
 use lethe::report::Reporter;
 
 #[derive(clap::Args, Debug)]
@@ -20,15 +20,28 @@ pub fn exec(a: Args, reporter: &dyn Reporter) -> Result<i32, Error> {
     let p = super::load(&a.pipeline)?;
     let rt = super::runtime()?;
     let r = rt.block_on(lethe::verify::verify(p, &a.tenants, reporter))?;
-    println!("verified {} tenant(s), {} file(s), {} erased identifier(s)", r.tenants_checked, r.files_checked, r.erased_identifiers);
+    println!(
+        "verified {} tenant(s), {} file(s), {} erased identifier(s)",
+        r.tenants_checked, r.files_checked, r.erased_identifiers
+    );
     for f in &r.checksum_failures {
         println!("CHECKSUM MISMATCH: {f}");
     }
     for f in &r.findings {
-        println!("SURVIVOR: tenant {} dataset {} column {}: {} row(s); identifiers {}", f.tenant, f.dataset, f.column, f.rows, f.identifier_hashes.join(" "));
+        println!(
+            "SURVIVOR: tenant {} dataset {} column {}: {} row(s); identifiers {}",
+            f.tenant,
+            f.dataset,
+            f.column,
+            f.rows,
+            f.identifier_hashes.join(" ")
+        );
     }
     for e in &r.exempt {
-        println!("exempt: tenant {} dataset {}: {} row(s) kept under legal basis: {}", e.tenant, e.dataset, e.rows, e.legal_basis);
+        println!(
+            "exempt: tenant {} dataset {}: {} row(s) kept under legal basis: {}",
+            e.tenant, e.dataset, e.rows, e.legal_basis
+        );
     }
     if let Some(out) = &a.out {
         super::write_json(out, &r)?;
@@ -37,6 +50,9 @@ pub fn exec(a: Args, reporter: &dyn Reporter) -> Result<i32, Error> {
         println!("ok");
         Ok(exit::OK)
     } else {
-        Err(Error::VerifyFailed { findings: r.findings.len() + r.checksum_failures.len(), report: a.out.map(|p| p.display().to_string()) })
+        Err(Error::VerifyFailed {
+            findings: r.findings.len() + r.checksum_failures.len(),
+            report: a.out.map(|p| p.display().to_string()),
+        })
     }
 }

@@ -21,7 +21,8 @@ use yaml::SourceMap;
 use crate::error::{Diagnostic, Diagnostics, Error, Result};
 use crate::storage::layout::Template;
 
-const DEFAULT_STOP_KEYWORDS: [&str; 6] = ["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"];
+const DEFAULT_STOP_KEYWORDS: [&str; 6] =
+    ["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"];
 
 /// Collects diagnostics for one file, locating YAML paths through its source map.
 struct Sink<'a> {
@@ -47,14 +48,24 @@ impl Sink<'_> {
     }
 }
 
-fn read_text(path: &Path, display: &Path, out: &mut Vec<Diagnostic>, from: Option<(&Path, &SourceMap, &str)>) -> Option<String> {
+fn read_text(
+    path: &Path,
+    display: &Path,
+    out: &mut Vec<Diagnostic>,
+    from: Option<(&Path, &SourceMap, &str)>,
+) -> Option<String> {
     match std::fs::read_to_string(path) {
         Ok(t) => Some(t),
         Err(e) => {
             let (file, line, col, p) = match from {
                 Some((f, map, p)) => {
                     let loc = map.locate(p);
-                    (f.to_path_buf(), loc.map(|l| l.0), loc.map(|l| l.1), p.to_string())
+                    (
+                        f.to_path_buf(),
+                        loc.map(|l| l.0),
+                        loc.map(|l| l.1),
+                        p.to_string(),
+                    )
                 }
                 None => (display.to_path_buf(), None, None, String::new()),
             };
@@ -84,8 +95,15 @@ pub fn load(spec_path: &Path) -> Result<Pipeline> {
     let Some(text) = read_text(spec_path, spec_path, &mut diags, None) else {
         return Err(Error::Spec(Diagnostics(diags)));
     };
-    let base_dir = spec_path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let base_dir = if base_dir.as_os_str().is_empty() { PathBuf::from(".") } else { base_dir };
+    let base_dir = spec_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let base_dir = if base_dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base_dir
+    };
     let (value, map) = match yaml::parse_lenient(&text, spec_path) {
         Ok(p) => {
             diags.extend(p.diagnostics);
@@ -131,19 +149,37 @@ pub fn load(spec_path: &Path) -> Result<Pipeline> {
     }
     let spec_hash = hex::encode(hasher.finalize());
 
-    let pipeline = build(&spec, spec_path, &base_dir, &map, &schemas, spec_hash, &mut diags);
+    let pipeline = build(
+        &spec, spec_path, &base_dir, &map, &schemas, spec_hash, &mut diags,
+    );
     // Pipeline file first, then schemas in the order the pipeline names them, each by position.
-    let order: Vec<PathBuf> = std::iter::once(spec_path.to_path_buf()).chain(schemas.values().map(|(p, _, _)| p.clone())).collect();
-    diags.sort_by_key(|d| (order.iter().position(|p| p == &d.file).unwrap_or(usize::MAX), d.line.is_none(), d.line, d.col));
+    let order: Vec<PathBuf> = std::iter::once(spec_path.to_path_buf())
+        .chain(schemas.values().map(|(p, _, _)| p.clone()))
+        .collect();
+    diags.sort_by_key(|d| {
+        (
+            order
+                .iter()
+                .position(|p| p == &d.file)
+                .unwrap_or(usize::MAX),
+            d.line.is_none(),
+            d.line,
+            d.col,
+        )
+    });
     if diags.is_empty() {
-        pipeline.ok_or_else(|| Error::internal("validation produced no pipeline and no diagnostics"))
+        pipeline
+            .ok_or_else(|| Error::internal("validation produced no pipeline and no diagnostics"))
     } else {
         Err(Error::Spec(Diagnostics(diags)))
     }
 }
 
 /// Interpolates `${VAR}` and `${VAR:-default}`; the error names the missing variable.
-pub fn interpolate(s: &str, env: &dyn Fn(&str) -> Option<String>) -> std::result::Result<String, String> {
+pub fn interpolate(
+    s: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> std::result::Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(start) = rest.find("${") {
@@ -186,7 +222,9 @@ pub fn resolve_location(url: &str, base_dir: &Path) -> std::result::Result<Strin
             "memory" | "s3" | "gs" | "az" | "abfs" => {
                 let bucket = rest.split('/').next().unwrap_or("");
                 if bucket.is_empty() {
-                    return Err(format!("`{scheme}://` needs a bucket or container name (e.g. {scheme}://name/prefix)"));
+                    return Err(format!(
+                        "`{scheme}://` needs a bucket or container name (e.g. {scheme}://name/prefix)"
+                    ));
                 }
             }
             other => {
@@ -198,14 +236,21 @@ pub fn resolve_location(url: &str, base_dir: &Path) -> std::result::Result<Strin
         return Ok(url.to_string());
     }
     let p = Path::new(url);
-    let abs = if p.is_absolute() { p.to_path_buf() } else { base_dir.join(p) };
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base_dir.join(p)
+    };
     let abs = std::path::absolute(&abs).map_err(|e| format!("cannot resolve path: {e}"))?;
     Ok(abs.to_string_lossy().into_owned())
 }
 
 fn closest<'a>(name: &str, options: impl IntoIterator<Item = &'a String>) -> Option<String> {
     let opts: Vec<&String> = options.into_iter().collect();
-    let best = opts.iter().map(|o| (strsim_distance(name, o), *o)).min_by_key(|(d, _)| *d)?;
+    let best = opts
+        .iter()
+        .map(|o| (strsim_distance(name, o), *o))
+        .min_by_key(|(d, _)| *d)?;
     if best.0 <= 3 {
         Some(format!("did you mean `{}`?", best.1))
     } else {
@@ -239,10 +284,18 @@ fn build(
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Pipeline> {
     let mut schema_diags = Vec::new();
-    let mut ps = Sink { file: spec_path.to_path_buf(), map: Some(map), out: diags };
+    let mut ps = Sink {
+        file: spec_path.to_path_buf(),
+        map: Some(map),
+        out: diags,
+    };
 
     if spec.version != 1 {
-        ps.push("version", format!("unsupported spec version {}", spec.version), Some("this lethe reads `version: 1`".into()));
+        ps.push(
+            "version",
+            format!("unsupported spec version {}", spec.version),
+            Some("this lethe reads `version: 1`".into()),
+        );
     }
 
     // Locations.
@@ -256,14 +309,22 @@ fn build(
                 } else {
                     "locations are URLs (s3://bucket/prefix, gs://, az://, memory://, file:///abs) or plain paths relative to the spec"
                 };
-                ps.push(&format!("locations.{key}"), format!("bad location: {m}"), Some(hint.into()));
+                ps.push(
+                    &format!("locations.{key}"),
+                    format!("bad location: {m}"),
+                    Some(hint.into()),
+                );
                 String::new()
             }
         }
     };
     let locations = Locations {
         exports: loc("exports", &spec.locations.exports, &mut ps),
-        backups: spec.locations.backups.as_ref().map(|b| loc("backups", b, &mut ps)),
+        backups: spec
+            .locations
+            .backups
+            .as_ref()
+            .map(|b| loc("backups", b, &mut ps)),
         ledger: loc("ledger", &spec.locations.ledger, &mut ps),
         outputs: loc("outputs", &spec.locations.outputs, &mut ps),
     };
@@ -273,15 +334,31 @@ fn build(
         let path = format!("layout.{key}");
         match Template::parse(raw) {
             Ok(t) => {
-                let have: BTreeSet<String> = t.placeholders().iter().map(|s| s.to_string()).collect();
+                let have: BTreeSet<String> =
+                    t.placeholders().iter().map(|s| s.to_string()).collect();
                 for n in needs {
                     if !have.contains(*n) {
-                        ps.push(&path, format!("template `{raw}` has no `{{{n}}}` placeholder"), Some(format!("e.g. `{}`", match key { "incremental" => "incremental/{date}/{dataset}/tenant={tenant}", "backups" => "{date}/{dataset}/tenant={tenant}", _ => "base/{dataset}/tenant={tenant}" })));
+                        ps.push(
+                            &path,
+                            format!("template `{raw}` has no `{{{n}}}` placeholder"),
+                            Some(format!(
+                                "e.g. `{}`",
+                                match key {
+                                    "incremental" => "incremental/{date}/{dataset}/tenant={tenant}",
+                                    "backups" => "{date}/{dataset}/tenant={tenant}",
+                                    _ => "base/{dataset}/tenant={tenant}",
+                                }
+                            )),
+                        );
                     }
                 }
                 for h in &have {
                     if !["dataset", "tenant", "date"].contains(&h.as_str()) {
-                        ps.push(&path, format!("unknown placeholder `{{{h}}}`"), Some("placeholders are {dataset}, {tenant} and {date}".into()));
+                        ps.push(
+                            &path,
+                            format!("unknown placeholder `{{{h}}}`"),
+                            Some("placeholders are {dataset}, {tenant} and {date}".into()),
+                        );
                     }
                 }
                 Some(t)
@@ -293,10 +370,23 @@ fn build(
         }
     };
     let base = template("base", &spec.layout.base, &["dataset", "tenant"], &mut ps);
-    let incremental = template("incremental", &spec.layout.incremental, &["dataset", "tenant", "date"], &mut ps);
-    let backups_t = spec.layout.backups.as_ref().and_then(|b| template("backups", b, &["dataset", "tenant", "date"], &mut ps));
+    let incremental = template(
+        "incremental",
+        &spec.layout.incremental,
+        &["dataset", "tenant", "date"],
+        &mut ps,
+    );
+    let backups_t = spec
+        .layout
+        .backups
+        .as_ref()
+        .and_then(|b| template("backups", b, &["dataset", "tenant", "date"], &mut ps));
     if spec.locations.backups.is_some() != spec.layout.backups.is_some() {
-        ps.push("layout.backups", "`locations.backups` and `layout.backups` must be given together", None);
+        ps.push(
+            "layout.backups",
+            "`locations.backups` and `layout.backups` must be given together",
+            None,
+        );
     }
 
     // Identifier kinds.
@@ -307,27 +397,64 @@ fn build(
         if let Some(c) = &id.default_country {
             match c.parse::<phonenumber::country::Id>() {
                 Ok(cc) => country = Some(cc),
-                Err(_) => ps.push(&format!("{path}.default_country"), format!("unknown country `{c}`"), Some("use an ISO 3166 alpha-2 code such as US, GB, DE".into())),
+                Err(_) => ps.push(
+                    &format!("{path}.default_country"),
+                    format!("unknown country `{c}`"),
+                    Some("use an ISO 3166 alpha-2 code such as US, GB, DE".into()),
+                ),
             }
         }
         if id.normalize == Normalize::Phone && country.is_none() && id.default_country.is_none() {
-            ps.push(&path, "a phone identifier needs `default_country` to read national formats", Some("e.g. `default_country: US`".into()));
+            ps.push(
+                &path,
+                "a phone identifier needs `default_country` to read national formats",
+                Some("e.g. `default_country: US`".into()),
+            );
         }
-        identifiers.insert(name.clone(), IdentifierKind { name: name.clone(), normalize: id.normalize, default_country: country });
+        identifiers.insert(
+            name.clone(),
+            IdentifierKind {
+                name: name.clone(),
+                normalize: id.normalize,
+                default_country: country,
+            },
+        );
     }
 
     if spec.stages.is_empty() {
-        ps.push("stages", "no stages to run", Some("list at least `snapshot`".into()));
+        ps.push(
+            "stages",
+            "no stages to run",
+            Some("list at least `snapshot`".into()),
+        );
     }
 
     // Datasets.
     let mut datasets = IndexMap::new();
     for (name, (spath, s, smap)) in schemas {
-        let mut sink = Sink { file: spath.clone(), map: Some(smap), out: &mut schema_diags };
+        let mut sink = Sink {
+            file: spath.clone(),
+            map: Some(smap),
+            out: &mut schema_diags,
+        };
         if &s.dataset != name {
-            sink.push("dataset", format!("schema declares dataset `{}` but the pipeline names it `{name}`", s.dataset), Some("make the two names equal".into()));
+            sink.push(
+                "dataset",
+                format!(
+                    "schema declares dataset `{}` but the pipeline names it `{name}`",
+                    s.dataset
+                ),
+                Some("make the two names equal".into()),
+            );
         }
-        if let Some(ds) = build_dataset(name, spath, s, &identifiers, name == &spec.tenants.dataset, &mut sink) {
+        if let Some(ds) = build_dataset(
+            name,
+            spath,
+            s,
+            &identifiers,
+            name == &spec.tenants.dataset,
+            &mut sink,
+        ) {
             datasets.insert(name.clone(), ds);
         }
     }
@@ -337,37 +464,87 @@ fn build(
     match schemas.get(&t.dataset) {
         None => {
             if !spec.datasets.contains_key(&t.dataset) {
-                ps.push("tenants.dataset", format!("unknown dataset `{}`", t.dataset), closest(&t.dataset, spec.datasets.keys()));
+                ps.push(
+                    "tenants.dataset",
+                    format!("unknown dataset `{}`", t.dataset),
+                    closest(&t.dataset, spec.datasets.keys()),
+                );
             }
         }
         Some((_, s, _)) => {
-            for (key, col) in [("id_column", Some(&t.id_column)), ("region_column", t.region_column.as_ref()), ("closed_at_column", t.closed_at_column.as_ref())] {
+            for (key, col) in [
+                ("id_column", Some(&t.id_column)),
+                ("region_column", t.region_column.as_ref()),
+                ("closed_at_column", t.closed_at_column.as_ref()),
+            ] {
                 if let Some(c) = col
                     && !s.columns.contains_key(c)
                 {
-                    ps.push(&format!("tenants.{key}"), format!("unknown column `{c}` in dataset `{}`", t.dataset), closest(c, s.columns.keys()));
+                    ps.push(
+                        &format!("tenants.{key}"),
+                        format!("unknown column `{c}` in dataset `{}`", t.dataset),
+                        closest(c, s.columns.keys()),
+                    );
                 }
             }
         }
     }
-    let linking: Vec<&String> = schemas.iter().filter(|(_, (_, s, _))| s.links_identities).map(|(n, _)| n).collect();
+    let linking: Vec<&String> = schemas
+        .iter()
+        .filter(|(_, (_, s, _))| s.links_identities)
+        .map(|(n, _)| n)
+        .collect();
     if linking.len() > 1 {
-        ps.push("datasets", format!("more than one dataset links identities ({})", linking.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")), Some("set `links_identities: true` on exactly one dataset (e.g. contacts)".into()));
+        ps.push(
+            "datasets",
+            format!(
+                "more than one dataset links identities ({})",
+                linking
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Some("set `links_identities: true` on exactly one dataset (e.g. contacts)".into()),
+        );
     }
 
-    let output = spec.policies.output.clone().unwrap_or(raw::OutputPolicy { target_file_size_mb: None, row_group_rows: None, zstd_level: None });
+    let output = spec.policies.output.clone().unwrap_or(raw::OutputPolicy {
+        target_file_size_mb: None,
+        row_group_rows: None,
+        zstd_level: None,
+    });
     let zstd_level = output.zstd_level.unwrap_or(3);
     if !(1..=22).contains(&zstd_level) {
-        ps.push("policies.output.zstd_level", format!("zstd level {zstd_level} is out of range"), Some("use 1..=22 (3 is a good default)".into()));
+        ps.push(
+            "policies.output.zstd_level",
+            format!("zstd level {zstd_level} is out of range"),
+            Some("use 1..=22 (3 is a good default)".into()),
+        );
     }
     let policies = Policies {
         stop_keywords: spec
             .policies
             .opt_out
             .as_ref()
-            .map(|o| o.stop_keywords.iter().map(|k| k.trim().to_uppercase()).collect())
-            .unwrap_or_else(|| DEFAULT_STOP_KEYWORDS.iter().map(|s| s.to_string()).collect()),
-        free_text_mask: spec.policies.free_text.as_ref().map(|f| f.mask.clone()).unwrap_or_else(|| "[erased]".into()),
+            .map(|o| {
+                o.stop_keywords
+                    .iter()
+                    .map(|k| k.trim().to_uppercase())
+                    .collect()
+            })
+            .unwrap_or_else(|| {
+                DEFAULT_STOP_KEYWORDS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            }),
+        free_text_mask: spec
+            .policies
+            .free_text
+            .as_ref()
+            .map(|f| f.mask.clone())
+            .unwrap_or_else(|| "[erased]".into()),
         target_file_size: output.target_file_size_mb.unwrap_or(128).max(1) * 1024 * 1024,
         row_group_rows: output.row_group_rows.unwrap_or(64 * 1024).max(1024),
         zstd_level,
@@ -375,7 +552,14 @@ fn build(
     if let Some(env) = &spec.keys.hmac_key_env
         && (env.is_empty() || !env.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
     {
-        ps.push("keys.hmac_key_env", format!("`{env}` is not an environment variable name"), Some("name the variable, e.g. LETHE_HMAC_KEY; never put the key itself in the spec".into()));
+        ps.push(
+            "keys.hmac_key_env",
+            format!("`{env}` is not an environment variable name"),
+            Some(
+                "name the variable, e.g. LETHE_HMAC_KEY; never put the key itself in the spec"
+                    .into(),
+            ),
+        );
     }
 
     diags.extend(schema_diags);
@@ -388,7 +572,11 @@ fn build(
         base_dir: base_dir.to_path_buf(),
         spec_hash,
         locations,
-        layout: Layout { base, incremental, backups: backups_t },
+        layout: Layout {
+            base,
+            incremental,
+            backups: backups_t,
+        },
         tenants: TenantRegistry {
             dataset: t.dataset.clone(),
             path: t.path.clone(),
@@ -399,7 +587,10 @@ fn build(
         identifiers,
         datasets,
         stages: spec.stages.clone(),
-        keys: Keys { hmac_key_env: spec.keys.hmac_key_env.clone(), allow_demo_key: spec.keys.allow_demo_key },
+        keys: Keys {
+            hmac_key_env: spec.keys.hmac_key_env.clone(),
+            allow_demo_key: spec.keys.allow_demo_key,
+        },
         policies,
     })
 }
@@ -417,12 +608,20 @@ fn build_dataset(
         if s.columns.contains_key(c) {
             true
         } else {
-            sink.push(path, format!("unknown column `{c}`"), closest(c, s.columns.keys()));
+            sink.push(
+                path,
+                format!("unknown column `{c}`"),
+                closest(c, s.columns.keys()),
+            );
             false
         }
     };
     if s.primary_key.is_empty() {
-        sink.push("primary_key", "a dataset needs a primary key", Some("list the column(s) that identify a row".into()));
+        sink.push(
+            "primary_key",
+            "a dataset needs a primary key",
+            Some("list the column(s) that identify a row".into()),
+        );
     }
     for (i, c) in s.primary_key.iter().enumerate() {
         col_exists(c, &format!("primary_key[{i}]"), sink);
@@ -433,16 +632,27 @@ fn build_dataset(
     if let Some(v) = &s.version_column
         && col_exists(v, "version_column", sink)
         && let Some(col) = s.columns.get(v)
-        && !matches!(col.ty, ColumnType::Timestamp | ColumnType::Int | ColumnType::Date)
+        && !matches!(
+            col.ty,
+            ColumnType::Timestamp | ColumnType::Int | ColumnType::Date
+        )
     {
-        sink.push("version_column", format!("version column `{v}` must be a timestamp, date or int"), None);
+        sink.push(
+            "version_column",
+            format!("version column `{v}` must be a timestamp, date or int"),
+            None,
+        );
     }
     if let Some(v) = &s.timestamp_column
         && col_exists(v, "timestamp_column", sink)
         && let Some(col) = s.columns.get(v)
         && !matches!(col.ty, ColumnType::Timestamp | ColumnType::Date)
     {
-        sink.push("timestamp_column", format!("timestamp column `{v}` must be a timestamp or date"), None);
+        sink.push(
+            "timestamp_column",
+            format!("timestamp column `{v}` must be a timestamp or date"),
+            None,
+        );
     }
 
     let mut has_delete = false;
@@ -451,10 +661,21 @@ fn build_dataset(
         let path = format!("columns.{cname}");
         if let Some(kind) = &c.identifier {
             if !identifiers.contains_key(kind) {
-                sink.push(&format!("{path}.identifier"), format!("unknown identifier kind `{kind}`"), closest(kind, identifiers.keys()));
+                sink.push(
+                    &format!("{path}.identifier"),
+                    format!("unknown identifier kind `{kind}`"),
+                    closest(kind, identifiers.keys()),
+                );
             }
-            if !matches!(c.ty, ColumnType::String | ColumnType::ListString | ColumnType::Int) {
-                sink.push(&format!("{path}.type"), "an identifier column must be string, int or list<string>", None);
+            if !matches!(
+                c.ty,
+                ColumnType::String | ColumnType::ListString | ColumnType::Int
+            ) {
+                sink.push(
+                    &format!("{path}.type"),
+                    "an identifier column must be string, int or list<string>",
+                    None,
+                );
             }
             match c.on_erase {
                 None => sink.push(&path, format!("identifier column `{cname}` has no `on_erase` rule"), Some("say what erasing a person does here: `on_erase: delete_row`, `redact` or `retain`".into())),
@@ -464,19 +685,36 @@ fn build_dataset(
             }
         }
         if c.on_erase == Some(OnErase::Retain) && s.retain.is_none() {
-            sink.push(&format!("{path}.on_erase"), "`on_erase: retain` needs the dataset to declare `retain: { legal_basis: ... }`", Some("name the legal basis that overrides erasure".into()));
+            sink.push(
+                &format!("{path}.on_erase"),
+                "`on_erase: retain` needs the dataset to declare `retain: { legal_basis: ... }`",
+                Some("name the legal basis that overrides erasure".into()),
+            );
         }
         if c.free_text && c.ty != ColumnType::String {
-            sink.push(&format!("{path}.free_text"), "only string columns can be free text", None);
+            sink.push(
+                &format!("{path}.free_text"),
+                "only string columns can be free text",
+                None,
+            );
         }
         if c.on_erase == Some(OnErase::DeleteRow) && c.identifier.is_none() {
-            sink.push(&format!("{path}.on_erase"), "`delete_row` needs an identifier column (which person owns the row?)", Some("add `identifier: KIND`".into()));
+            sink.push(
+                &format!("{path}.on_erase"),
+                "`delete_row` needs an identifier column (which person owns the row?)",
+                Some("add `identifier: KIND`".into()),
+            );
         }
     }
     // Coverage: every personal column must be removed, masked or retained by some erasure rule.
     for (cname, c) in &s.columns {
         let personal = c.personal || c.identifier.is_some();
-        if !personal || c.identifier.is_some() || c.free_text || c.on_erase.is_some() || s.retain.is_some() {
+        if !personal
+            || c.identifier.is_some()
+            || c.free_text
+            || c.on_erase.is_some()
+            || s.retain.is_some()
+        {
             continue;
         }
         if !has_delete || has_redact {
@@ -492,19 +730,36 @@ fn build_dataset(
         }
     }
     if let Some(f) = &s.opt_out_flag {
-        if col_exists(f, "opt_out_flag", sink) && s.columns.get(f).map(|c| c.ty) != Some(ColumnType::Bool) {
-            sink.push("opt_out_flag", format!("opt-out flag `{f}` must be a bool column"), None);
+        if col_exists(f, "opt_out_flag", sink)
+            && s.columns.get(f).map(|c| c.ty) != Some(ColumnType::Bool)
+        {
+            sink.push(
+                "opt_out_flag",
+                format!("opt-out flag `{f}` must be a bool column"),
+                None,
+            );
         }
         if !s.links_identities {
-            sink.push("opt_out_flag", "the opt-out flag lives on the dataset that links identities", Some("set `links_identities: true` here or move the flag".into()));
+            sink.push(
+                "opt_out_flag",
+                "the opt-out flag lives on the dataset that links identities",
+                Some("set `links_identities: true` here or move the flag".into()),
+            );
         }
     }
     if let Some(sig) = &s.opt_out_signal {
         col_exists(&sig.body_column, "opt_out_signal.body_column", sink);
         if col_exists(&sig.sender_column, "opt_out_signal.sender_column", sink)
-            && s.columns.get(&sig.sender_column).and_then(|c| c.identifier.as_ref()).is_none()
+            && s.columns
+                .get(&sig.sender_column)
+                .and_then(|c| c.identifier.as_ref())
+                .is_none()
         {
-            sink.push("opt_out_signal.sender_column", "the sender column must be an identifier column", None);
+            sink.push(
+                "opt_out_signal.sender_column",
+                "the sender column must be an identifier column",
+                None,
+            );
         }
         if let Some(w) = &sig.when {
             col_exists(&w.column, "opt_out_signal.when.column", sink);
@@ -524,7 +779,10 @@ fn build_dataset(
         links_identities: s.links_identities,
         opt_out_flag: s.opt_out_flag.clone(),
         opt_out_signal: s.opt_out_signal.as_ref().map(|o| OptOutSignal {
-            when: o.when.as_ref().map(|w| (w.column.clone(), w.equals.clone())),
+            when: o
+                .when
+                .as_ref()
+                .map(|w| (w.column.clone(), w.equals.clone())),
             body_column: o.body_column.clone(),
             sender_column: o.sender_column.clone(),
         }),
@@ -576,18 +834,31 @@ mod tests {
     fn locations() {
         assert!(resolve_location("ftp://x", Path::new(".")).is_err());
         assert!(resolve_location("s3:///x", Path::new(".")).is_err());
-        assert_eq!(resolve_location("s3://b/p", Path::new(".")).unwrap(), "s3://b/p");
-        assert!(resolve_location("out", Path::new("/tmp")).unwrap().ends_with("/tmp/out"));
+        assert_eq!(
+            resolve_location("s3://b/p", Path::new(".")).unwrap(),
+            "s3://b/p"
+        );
+        assert!(
+            resolve_location("out", Path::new("/tmp"))
+                .unwrap()
+                .ends_with("/tmp/out")
+        );
     }
 
     #[test]
     fn helpdesk_spec_is_valid() {
-        let p = load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/helpdesk.yaml")));
+        let p = load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/pipelines/helpdesk.yaml"
+        )));
         let p = match p {
             Ok(p) => p,
             Err(e) => panic!("{e}"),
         };
-        assert_eq!(p.linking_dataset().map(|d| d.name.as_str()), Some("contacts"));
+        assert_eq!(
+            p.linking_dataset().map(|d| d.name.as_str()),
+            Some("contacts")
+        );
         assert_eq!(p.tenant_datasets().count(), 5);
     }
 }

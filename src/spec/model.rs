@@ -31,7 +31,9 @@ pub struct Pipeline {
 impl Pipeline {
     /// The tenant-partitioned datasets (every dataset but the registry), in spec order.
     pub fn tenant_datasets(&self) -> impl Iterator<Item = &Dataset> {
-        self.datasets.values().filter(move |d| d.name != self.tenants.dataset)
+        self.datasets
+            .values()
+            .filter(move |d| d.name != self.tenants.dataset)
     }
 
     /// The dataset that links a person's identifiers together, if the spec declares one.

@@ -10,8 +10,16 @@ fn golden(name: &str, actual: &str) {
         std::fs::write(&path, actual).unwrap();
         return;
     }
-    let want = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("missing golden file {}; run with UPDATE_GOLDEN=1", path.display()));
-    assert_eq!(actual, want, "golden file {name} differs; if the change is intended, rerun with UPDATE_GOLDEN=1");
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "missing golden file {}; run with UPDATE_GOLDEN=1",
+            path.display()
+        )
+    });
+    assert_eq!(
+        actual, want,
+        "golden file {name} differs; if the change is intended, rerun with UPDATE_GOLDEN=1"
+    );
 }
 
 #[test]
@@ -31,7 +39,13 @@ fn validate_reports_every_problem_with_its_location() {
 
 #[test]
 fn helpdesk_spec_validates() {
-    let o = lethe(&["validate", repo().join("pipelines/helpdesk.yaml").to_str().unwrap()], &[]);
+    let o = lethe(
+        &[
+            "validate",
+            repo().join("pipelines/helpdesk.yaml").to_str().unwrap(),
+        ],
+        &[],
+    );
     assert!(o.status.success(), "{}", text(&o));
 }
 
@@ -45,7 +59,10 @@ fn json_schema_matches_checked_in_copy() {
         std::fs::write(&path, &actual).unwrap();
     }
     let want = std::fs::read_to_string(&path).unwrap_or_default();
-    assert_eq!(actual, want, "schemas/lethe.schema.json is stale: regenerate with `lethe schema > schemas/lethe.schema.json`");
+    assert_eq!(
+        actual, want,
+        "schemas/lethe.schema.json is stale: regenerate with `lethe schema > schemas/lethe.schema.json`"
+    );
 }
 
 #[test]

@@ -10,7 +10,9 @@ use crate::common;
 
 pub fn lethe(args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_lethe"));
-    c.args(args).env("LETHE_LOG", "lethe=warn").env_remove("LETHE_FAILPOINT");
+    c.args(args)
+        .env("LETHE_LOG", "lethe=warn")
+        .env_remove("LETHE_FAILPOINT");
     for (k, v) in envs {
         c.env(k, v);
     }
@@ -18,7 +20,11 @@ pub fn lethe(args: &[&str], envs: &[(&str, &str)]) -> Output {
 }
 
 pub fn text(o: &Output) -> String {
-    format!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 pub fn repo() -> PathBuf {
@@ -34,20 +40,31 @@ pub fn write_pipeline(dir: &Path, exports: &str, ledger: &str, outputs: &str) ->
         .replace("${LETHE_EXPORTS:-../sample-data/exports}", exports)
         .replace("${LETHE_LEDGER:-../sample-data/ledger}", ledger)
         .replace("${LETHE_OUTPUTS:-../out}", outputs)
-        .replace("${LETHE_BACKUPS:-../sample-data/backups}", &format!("{}/backups", dir.display()));
+        .replace(
+            "${LETHE_BACKUPS:-../sample-data/backups}",
+            &format!("{}/backups", dir.display()),
+        );
     let path = dir.join("pipeline.yaml");
     std::fs::write(&path, spec).unwrap();
     path
 }
 
 pub fn small_sample(dir: &Path, seed: u64) {
-    let opts = lethe::sample::SampleOptions { tenants: 3, contacts_per_tenant: 12, days: 4, seed, ..Default::default() };
+    let opts = lethe::sample::SampleOptions {
+        tenants: 3,
+        contacts_per_tenant: 12,
+        days: 4,
+        seed,
+        ..Default::default()
+    };
     lethe::sample::generate(dir, &opts).unwrap();
 }
 
 fn manifests(outputs: &Path) -> Vec<PathBuf> {
     let mut v = Vec::new();
-    let Ok(rd) = std::fs::read_dir(outputs.join("tenants")) else { return v };
+    let Ok(rd) = std::fs::read_dir(outputs.join("tenants")) else {
+        return v;
+    };
     for t in rd.flatten() {
         if let Ok(ms) = std::fs::read_dir(t.path().join("_manifests")) {
             v.extend(ms.flatten().map(|m| m.path()));
@@ -66,21 +83,41 @@ fn erased_plain(ledger_dir: &Path) -> Vec<(String, String, String)> {
         let s = std::fs::read_to_string(&p).unwrap();
         let rows: Vec<serde_json::Value> = if p.extension().is_some_and(|x| x == "csv") {
             let mut lines = s.lines();
-            let header: Vec<String> = lines.next().unwrap().split(',').map(str::to_string).collect();
+            let header: Vec<String> = lines
+                .next()
+                .unwrap()
+                .split(',')
+                .map(str::to_string)
+                .collect();
             lines
                 .map(|l| {
                     let cells: Vec<&str> = l.split(',').collect();
-                    serde_json::Value::Object(header.iter().cloned().zip(cells.iter().map(|c| serde_json::Value::String(c.trim_matches('"').to_string()))).collect())
+                    serde_json::Value::Object(
+                        header
+                            .iter()
+                            .cloned()
+                            .zip(cells.iter().map(|c| {
+                                serde_json::Value::String(c.trim_matches('"').to_string())
+                            }))
+                            .collect(),
+                    )
                 })
                 .collect()
         } else {
-            s.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
+            s.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
         };
         for r in rows {
             if r["kind"] != "erase" {
                 continue;
             }
-            let (t, k, v) = (r["tenant_id"].as_str().unwrap_or(""), r["identifier_kind"].as_str().unwrap_or(""), r["identifier"].as_str().unwrap_or(""));
+            let (t, k, v) = (
+                r["tenant_id"].as_str().unwrap_or(""),
+                r["identifier_kind"].as_str().unwrap_or(""),
+                r["identifier"].as_str().unwrap_or(""),
+            );
             let norm = match k {
                 "email" => v.trim().to_lowercase(),
                 "phone" => {
@@ -109,17 +146,45 @@ fn assert_no_erased(outputs: &Path, ledger: &Path) {
     let rd = std::fs::read_dir(outputs.join("tenants")).unwrap();
     for t in rd.flatten() {
         let tenant = t.file_name().to_string_lossy().to_string();
-        let ms = manifests(outputs).into_iter().filter(|m| m.starts_with(t.path())).next_back().unwrap();
+        let ms = manifests(outputs)
+            .into_iter()
+            .rfind(|m| m.starts_with(t.path()))
+            .unwrap();
         let m: serde_json::Value = serde_json::from_slice(&std::fs::read(ms).unwrap()).unwrap();
         for ds in ["contacts", "emails", "sms", "calls"] {
             for f in m["datasets"][ds]["files"].as_array().unwrap() {
                 let path = outputs.join(f["path"].as_str().unwrap());
-                let df = ParquetReader::new(std::fs::File::open(&path).unwrap()).finish().unwrap();
+                let df = ParquetReader::new(std::fs::File::open(&path).unwrap())
+                    .finish()
+                    .unwrap();
                 for c in df.columns() {
-                    let s = c.as_materialized_series().cast(&DataType::String).unwrap_or_else(|_| c.as_materialized_series().clone());
+                    let s = c
+                        .as_materialized_series()
+                        .cast(&DataType::String)
+                        .unwrap_or_else(|_| c.as_materialized_series().clone());
                     let vals: Vec<String> = match s.dtype() {
-                        DataType::List(_) => s.list().unwrap().amortized_iter().flatten().flat_map(|x| x.as_ref().str().unwrap().iter().flatten().map(str::to_string).collect::<Vec<_>>()).collect(),
-                        DataType::String => s.str().unwrap().iter().flatten().map(str::to_string).collect(),
+                        DataType::List(_) => s
+                            .list()
+                            .unwrap()
+                            .amortized_iter()
+                            .flatten()
+                            .flat_map(|x| {
+                                x.as_ref()
+                                    .str()
+                                    .unwrap()
+                                    .iter()
+                                    .flatten()
+                                    .map(str::to_string)
+                                    .collect::<Vec<_>>()
+                            })
+                            .collect(),
+                        DataType::String => s
+                            .str()
+                            .unwrap()
+                            .iter()
+                            .flatten()
+                            .map(str::to_string)
+                            .collect(),
                         _ => continue,
                     };
                     for v in vals {
@@ -130,8 +195,16 @@ fn assert_no_erased(outputs: &Path, ledger: &Path) {
                                 continue;
                             }
                             match k.as_str() {
-                                "email" => assert!(!lower.contains(e.as_str()), "erased email survives in {tenant}/{ds}/{}", c.name()),
-                                "phone" => assert!(!(digits.len() <= 13 && digits.ends_with(e.as_str())), "erased phone survives in {tenant}/{ds}/{}", c.name()),
+                                "email" => assert!(
+                                    !lower.contains(e.as_str()),
+                                    "erased email survives in {tenant}/{ds}/{}",
+                                    c.name()
+                                ),
+                                "phone" => assert!(
+                                    !(digits.len() <= 13 && digits.ends_with(e.as_str())),
+                                    "erased phone survives in {tenant}/{ds}/{}",
+                                    c.name()
+                                ),
                                 _ => {}
                             }
                         }
@@ -148,17 +221,37 @@ fn nightly_run_on_local_disk() {
     let data = tmp.path().join("data");
     small_sample(&data, 7);
     let out = tmp.path().join("out");
-    let spec = write_pipeline(tmp.path(), &data.join("exports").display().to_string(), &data.join("ledger").display().to_string(), &out.display().to_string());
+    let spec = write_pipeline(
+        tmp.path(),
+        &data.join("exports").display().to_string(),
+        &data.join("ledger").display().to_string(),
+        &out.display().to_string(),
+    );
     let spec = spec.to_str().unwrap();
 
-    let o = lethe(&["run", spec, "--report", tmp.path().join("report.json").to_str().unwrap()], &[]);
+    let o = lethe(
+        &[
+            "run",
+            spec,
+            "--report",
+            tmp.path().join("report.json").to_str().unwrap(),
+        ],
+        &[],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let first = manifests(&out);
     assert_eq!(first.len(), 3, "one manifest per tenant");
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(tmp.path().join("report.json")).unwrap()).unwrap();
-    assert!(!report["rejects"].as_array().unwrap().is_empty(), "malformed ledger rows are reported");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("report.json")).unwrap()).unwrap();
+    assert!(
+        !report["rejects"].as_array().unwrap().is_empty(),
+        "malformed ledger rows are reported"
+    );
     let dump = serde_json::to_string(&report).unwrap();
-    assert!(!dump.contains('@'), "the run report holds no email addresses");
+    assert!(
+        !dump.contains('@'),
+        "the run report holds no email addresses"
+    );
 
     assert_no_erased(&out, &data.join("ledger"));
     let o = lethe(&["verify", spec], &[]);
@@ -171,7 +264,11 @@ fn nightly_run_on_local_disk() {
 
     // A tampered file is found by verify (exit 65).
     let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&first[0]).unwrap()).unwrap();
-    let f = out.join(m["datasets"]["emails"]["files"][0]["path"].as_str().unwrap());
+    let f = out.join(
+        m["datasets"]["emails"]["files"][0]["path"]
+            .as_str()
+            .unwrap(),
+    );
     let mut bytes = std::fs::read(&f).unwrap();
     let n = bytes.len();
     bytes[n / 2] ^= 0xff;
@@ -188,7 +285,12 @@ fn identical_inputs_give_identical_snapshots() {
     let mut sums = Vec::new();
     for run in ["a", "b"] {
         let out = tmp.path().join(run);
-        let spec = write_pipeline(tmp.path(), &data.join("exports").display().to_string(), &data.join("ledger").display().to_string(), &out.display().to_string());
+        let spec = write_pipeline(
+            tmp.path(),
+            &data.join("exports").display().to_string(),
+            &data.join("ledger").display().to_string(),
+            &out.display().to_string(),
+        );
         let o = lethe(&["run", spec.to_str().unwrap()], &[]);
         assert!(o.status.success(), "{}", text(&o));
         let mut s = Vec::new();
@@ -211,7 +313,12 @@ fn crash_before_commit_leaves_nothing_visible_and_next_run_converges() {
     let data = tmp.path().join("data");
     small_sample(&data, 3);
     let out = tmp.path().join("out");
-    let spec = write_pipeline(tmp.path(), &data.join("exports").display().to_string(), &data.join("ledger").display().to_string(), &out.display().to_string());
+    let spec = write_pipeline(
+        tmp.path(),
+        &data.join("exports").display().to_string(),
+        &data.join("ledger").display().to_string(),
+        &out.display().to_string(),
+    );
     let spec = spec.to_str().unwrap();
     let o = lethe(&["run", spec], &[("LETHE_FAILPOINT", "before_commit")]);
     assert!(!o.status.success(), "the failpoint aborts the run");
@@ -229,7 +336,12 @@ fn stale_plan_is_refused() {
     let data = tmp.path().join("data");
     small_sample(&data, 5);
     let out = tmp.path().join("out");
-    let spec = write_pipeline(tmp.path(), &data.join("exports").display().to_string(), &data.join("ledger").display().to_string(), &out.display().to_string());
+    let spec = write_pipeline(
+        tmp.path(),
+        &data.join("exports").display().to_string(),
+        &data.join("ledger").display().to_string(),
+        &out.display().to_string(),
+    );
     let spec = spec.to_str().unwrap();
     let plan = tmp.path().join("plan.json");
     let o = lethe(&["plan", spec, "--out", plan.to_str().unwrap()], &[]);
@@ -237,7 +349,14 @@ fn stale_plan_is_refused() {
     assert!(manifests(&out).is_empty(), "plan writes nothing");
     // A new request arrives after the plan was made.
     let tenants = std::fs::read_to_string(data.join("exports/tenants/tenants.csv")).unwrap();
-    let t = tenants.lines().nth(1).unwrap().split(',').next().unwrap().to_string();
+    let t = tenants
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
     std::fs::write(
         data.join("ledger/late.csv"),
         format!("request_id,tenant_id,kind,identifier_kind,identifier,received_at,field,value\nlate-1,{t},erase,email,late@example.com,2026-11-28T10:00:00Z,,\n"),
@@ -254,16 +373,31 @@ fn corrupt_export_fails_only_its_tenant() {
     let data = tmp.path().join("data");
     small_sample(&data, 9);
     let tenants = std::fs::read_to_string(data.join("exports/tenants/tenants.csv")).unwrap();
-    let t = tenants.lines().nth(1).unwrap().split(',').next().unwrap().to_string();
+    let t = tenants
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
     let victim = data.join(format!("exports/base/emails/tenant={t}/part-00000.parquet"));
     let bytes = std::fs::read(&victim).unwrap();
     std::fs::write(&victim, &bytes[..bytes.len() / 2]).unwrap();
     let out = tmp.path().join("out");
-    let spec = write_pipeline(tmp.path(), &data.join("exports").display().to_string(), &data.join("ledger").display().to_string(), &out.display().to_string());
+    let spec = write_pipeline(
+        tmp.path(),
+        &data.join("exports").display().to_string(),
+        &data.join("ledger").display().to_string(),
+        &out.display().to_string(),
+    );
     let o = lethe(&["run", spec.to_str().unwrap()], &[]);
     assert_eq!(o.status.code(), Some(65), "{}", text(&o));
     let all = text(&o);
-    assert!(all.contains(&format!("tenant={t}")), "the error names the file: {all}");
+    assert!(
+        all.contains(&format!("tenant={t}")),
+        "the error names the file: {all}"
+    );
     assert_eq!(manifests(&out).len(), 2, "the other tenants committed");
     assert!(victim.exists(), "inputs are never deleted");
 }
@@ -271,7 +405,9 @@ fn corrupt_export_fails_only_its_tenant() {
 #[test]
 fn nightly_run_on_s3() {
     let prefix = common::unique("e2e");
-    let Some(base) = common::s3_location(&prefix) else { return };
+    let Some(base) = common::s3_location(&prefix) else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     small_sample(&data, 13);
@@ -280,11 +416,22 @@ fn nightly_run_on_s3() {
     let dest = lethe::storage::Location::parse(&base, tmp.path()).unwrap();
     rt.block_on(async {
         for entry in walk(&data) {
-            let rel = entry.strip_prefix(&data).unwrap().to_string_lossy().replace('\\', "/");
-            dest.put(&rel, bytes::Bytes::from(std::fs::read(&entry).unwrap())).await.unwrap();
+            let rel = entry
+                .strip_prefix(&data)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
+            dest.put(&rel, bytes::Bytes::from(std::fs::read(&entry).unwrap()))
+                .await
+                .unwrap();
         }
     });
-    let spec = write_pipeline(tmp.path(), &format!("{base}/exports"), &format!("{base}/ledger"), &format!("{base}/out"));
+    let spec = write_pipeline(
+        tmp.path(),
+        &format!("{base}/exports"),
+        &format!("{base}/ledger"),
+        &format!("{base}/out"),
+    );
     let spec = spec.to_str().unwrap();
     let o = lethe(&["run", spec], &[]);
     assert!(o.status.success(), "{}", text(&o));
@@ -292,9 +439,22 @@ fn nightly_run_on_s3() {
     assert!(o.status.success(), "{}", text(&o));
     let o = lethe(&["run", spec], &[]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).matches("unchanged").count() >= 3, "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .matches("unchanged")
+            .count()
+            >= 3,
+        "{}",
+        text(&o)
+    );
     let listed = rt.block_on(dest.list("out/tenants/")).unwrap();
-    assert_eq!(listed.iter().filter(|o| o.path.contains("/_manifests/")).count(), 3);
+    assert_eq!(
+        listed
+            .iter()
+            .filter(|o| o.path.contains("/_manifests/"))
+            .count(),
+        3
+    );
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
@@ -338,7 +498,9 @@ fn commit_race(url: &str) {
         let tasks: Vec<_> = (0..6)
             .map(|i| {
                 let loc = loc.clone();
-                tokio::spawn(async move { lethe::commit::commit(&loc, &manifest("t1", 1, &format!("run{i}"))).await })
+                tokio::spawn(async move {
+                    lethe::commit::commit(&loc, &manifest("t1", 1, &format!("run{i}"))).await
+                })
             })
             .collect();
         let mut wins = 0;
@@ -351,9 +513,21 @@ fn commit_race(url: &str) {
         assert_eq!(wins, 1, "exactly one run commits manifest 1");
         let latest = lethe::commit::latest(&loc, "t1").await.unwrap().unwrap();
         assert_eq!(latest.sequence, 1);
-        lethe::commit::commit(&loc, &manifest("t1", 2, "next")).await.unwrap();
-        assert_eq!(lethe::commit::latest(&loc, "t1").await.unwrap().unwrap().run_id, "next");
-        assert!(lethe::commit::latest(&loc, "t2").await.unwrap().is_none(), "tenants have separate logs");
+        lethe::commit::commit(&loc, &manifest("t1", 2, "next"))
+            .await
+            .unwrap();
+        assert_eq!(
+            lethe::commit::latest(&loc, "t1")
+                .await
+                .unwrap()
+                .unwrap()
+                .run_id,
+            "next"
+        );
+        assert!(
+            lethe::commit::latest(&loc, "t2").await.unwrap().is_none(),
+            "tenants have separate logs"
+        );
     });
 }
 
@@ -370,6 +544,8 @@ fn commit_race_local_disk() {
 
 #[test]
 fn commit_race_s3() {
-    let Some(url) = common::s3_location(&common::unique("race")) else { return };
+    let Some(url) = common::s3_location(&common::unique("race")) else {
+        return;
+    };
     commit_race(&url);
 }

@@ -45,6 +45,12 @@ pub struct ApplyStats {
     pub retained: u64,
     pub rectified: u64,
     pub opted_out: u64,
+    /// Rows deleted because their retention ran out (or their tenant closed long enough ago).
+    #[serde(default)]
+    pub expired: u64,
+    /// Rows a legal hold kept from an erasure or retention deletion.
+    #[serde(default)]
+    pub held: u64,
 }
 
 impl ApplyStats {
@@ -55,6 +61,8 @@ impl ApplyStats {
         self.retained += o.retained;
         self.rectified += o.rectified;
         self.opted_out += o.opted_out;
+        self.expired += o.expired;
+        self.held += o.held;
     }
 }
 
@@ -165,14 +173,31 @@ fn phone_pattern(e164: &str) -> Option<String> {
 }
 
 /// Applies the subjects' requests to one dataset frame of one tenant.
+/// What, besides the requests, decides a row's fate: retention and legal holds.
+/// Precedence: legal hold > legal-obligation retention > erasure and opt-out > default retention.
+pub struct Policy<'a> {
+    pub mentions: &'a MentionMatcher,
+    pub mask: &'a str,
+    /// Rows whose timestamp is before this (UTC micros) are past retention and deleted.
+    pub retention_cutoff: Option<i64>,
+    /// The tenant closed long enough ago that all its content goes (not set for datasets kept
+    /// under a legal basis, which follow their own period).
+    pub purge: bool,
+    /// A hold covers the whole dataset of this tenant: nothing is deleted or redacted.
+    pub hold_all: bool,
+    /// People under a legal hold: rows carrying their identifiers are kept untouched.
+    pub held: &'a IdentSet,
+}
+
 pub fn apply_dataset(
     df: DataFrame,
     ds: &Dataset,
     kinds: &BTreeMap<String, IdentifierKind>,
     subjects: &Subjects,
-    mentions: &MentionMatcher,
-    mask: &str,
+    policy: &Policy,
 ) -> PolarsResult<(DataFrame, ApplyStats)> {
+    let mentions = policy.mentions;
+    let mask = policy.mask;
     let mut stats = ApplyStats {
         rows_in: df.height() as u64,
         ..Default::default()
@@ -233,14 +258,32 @@ pub fn apply_dataset(
         }
     }
 
-    if subjects.erase.is_empty() {
-        return Ok((df, stats));
-    }
+    let held: Vec<bool> = if policy.hold_all {
+        vec![true; df.height()]
+    } else {
+        norm.matches(policy.held, None)
+    };
     let erased_any = norm.matches(&subjects.erase, None);
-    if ds.retain.is_some() {
+    stats.held = erased_any
+        .iter()
+        .zip(&held)
+        .filter(|(e, h)| **e && **h)
+        .count() as u64;
+    if ds.retain.is_some() || subjects.erase.is_empty() {
         // A legal basis overrides erasure for this dataset: keep, and count the exemption.
-        stats.retained = erased_any.iter().filter(|x| **x).count() as u64;
-        return Ok((df, stats));
+        stats.retained = erased_any
+            .iter()
+            .zip(&held)
+            .filter(|(e, h)| **e && !**h)
+            .count() as u64;
+        return expire(
+            df,
+            ds,
+            policy,
+            &held,
+            vec![false; stats.rows_in as usize],
+            stats,
+        );
     }
 
     let delete_cols: Vec<&str> = ds
@@ -249,7 +292,10 @@ pub fn apply_dataset(
         .map(|c| c.name.as_str())
         .collect();
     let is_delete = |name: &str| delete_cols.contains(&name);
-    let delete = norm.matches(&subjects.erase, Some(&is_delete));
+    let mut delete = norm.matches(&subjects.erase, Some(&is_delete));
+    for (d, h) in delete.iter_mut().zip(&held) {
+        *d &= !*h;
+    }
     let mut redacted = vec![false; df.height()];
 
     // Redact the person's values in shared rows.
@@ -272,6 +318,9 @@ pub fn apply_dataset(
                 .map(|(i, item)| {
                     let inner = item?;
                     let strs = inner.as_ref().str().ok()?.clone();
+                    if held[i] {
+                        return Some(strs.into_series());
+                    }
                     let keep: Vec<Option<&str>> = strs
                         .iter()
                         .filter(|x| {
@@ -297,8 +346,10 @@ pub fn apply_dataset(
             let mut changed = false;
             let mask_vals: Vec<bool> = strs
                 .iter()
-                .map(|x| {
-                    x.and_then(|x| crate::identity::normalize(k, x))
+                .zip(&held)
+                .map(|(x, h)| {
+                    !h && x
+                        .and_then(|x| crate::identity::normalize(k, x))
                         .is_some_and(|n| values.contains(&n))
                 })
                 .collect();
@@ -329,7 +380,7 @@ pub fn apply_dataset(
                 .enumerate()
                 .map(|(i, v)| {
                     let v = v?;
-                    if delete[i] {
+                    if delete[i] || held[i] {
                         return Some(std::borrow::Cow::Borrowed(v));
                     }
                     match mentions.mask(v, mask) {
@@ -355,6 +406,45 @@ pub fn apply_dataset(
         .zip(delete.iter())
         .filter(|(r, d)| **r && !**d)
         .count() as u64;
+    expire(df, ds, policy, &held, delete, stats)
+}
+
+/// Adds rows past retention (or of a purged closed tenant) to `delete`, never held rows, then
+/// drops every deleted row.
+fn expire(
+    df: DataFrame,
+    ds: &Dataset,
+    policy: &Policy,
+    held: &[bool],
+    mut delete: Vec<bool>,
+    mut stats: ApplyStats,
+) -> PolarsResult<(DataFrame, ApplyStats)> {
+    let mut expired = vec![false; df.height()];
+    if policy.purge {
+        expired.iter_mut().for_each(|e| *e = true);
+    } else if let (Some(cutoff), Some(ts)) = (policy.retention_cutoff, &ds.timestamp_column) {
+        let t = df
+            .column(ts)?
+            .as_materialized_series()
+            .cast(&DataType::Int64)?;
+        for (e, v) in expired.iter_mut().zip(t.i64()?.iter()) {
+            // A row without a timestamp cannot be judged: it stays (audit reports it).
+            *e = v.is_some_and(|v| v < cutoff);
+        }
+    }
+    for ((e, d), h) in expired.iter().zip(delete.iter_mut()).zip(held) {
+        if *e && !*d {
+            if *h {
+                stats.held += 1;
+            } else {
+                *d = true;
+                stats.expired += 1;
+            }
+        }
+    }
+    if !delete.iter().any(|d| *d) {
+        return Ok((df, stats));
+    }
     let keep = BooleanChunked::from_iter(delete.iter().map(|d| !d));
     let out = df.filter(&keep)?;
     Ok((out, stats))
@@ -417,6 +507,20 @@ mod tests {
         use super::super::*;
         use crate::identity::{IdentityIndex, normalize};
         use proptest::prelude::*;
+
+        static NO_HOLDS: std::sync::LazyLock<IdentSet> =
+            std::sync::LazyLock::new(IdentSet::default);
+
+        fn policy(m: &MentionMatcher) -> Policy<'_> {
+            Policy {
+                mentions: m,
+                mask: "[erased]",
+                retention_cutoff: None,
+                purge: false,
+                hold_all: false,
+                held: &NO_HOLDS,
+            }
+        }
 
         fn pipeline() -> crate::spec::Pipeline {
             crate::spec::load(std::path::Path::new(concat!(
@@ -564,7 +668,7 @@ mod tests {
                 let ds = p.datasets.get("emails").unwrap();
                 let s = subjects(&p, &contacts, &reqs, n);
                 let mentions = MentionMatcher::new(&s.erase, &p.identifiers);
-                let (out, _) = apply_dataset(emails.clone(), ds, &p.identifiers, &s, &mentions, "[erased]").unwrap();
+                let (out, _) = apply_dataset(emails.clone(), ds, &p.identifiers, &s, &policy(&mentions)).unwrap();
 
                 // 1. No erased identifier survives in identifier or free-text columns.
                 let norm = NormalizedFrame::build(&out, ds, &p.identifiers).unwrap();
@@ -591,7 +695,7 @@ mod tests {
                 prop_assert!(got.equals_missing(&expect));
 
                 // 3. Applying twice equals applying once.
-                let (again, st) = apply_dataset(out.clone(), ds, &p.identifiers, &s, &mentions, "[erased]").unwrap();
+                let (again, st) = apply_dataset(out.clone(), ds, &p.identifiers, &s, &policy(&mentions)).unwrap();
                 prop_assert!(again.equals_missing(&out));
                 prop_assert_eq!(st.deleted + st.redacted, 0);
 
@@ -600,7 +704,8 @@ mod tests {
                 rev.reverse();
                 let s2 = subjects(&p, &contacts, &rev, n);
                 prop_assert_eq!(&s2.erase, &s.erase);
-                let (out2, _) = apply_dataset(emails.clone(), ds, &p.identifiers, &s2, &MentionMatcher::new(&s2.erase, &p.identifiers), "[erased]").unwrap();
+                let m2 = MentionMatcher::new(&s2.erase, &p.identifiers);
+                let (out2, _) = apply_dataset(emails.clone(), ds, &p.identifiers, &s2, &policy(&m2)).unwrap();
                 prop_assert!(out2.equals_missing(&out));
             }
         }

@@ -26,6 +26,19 @@ use crate::spec::{Dataset, Pipeline};
 use crate::storage::read::{self, ReadHints};
 use crate::storage::{Location, ObjectInfo, validate_tenant_id};
 
+/// `t` (UTC micros) shifted by `months` calendar months (negative: back).
+pub fn add_months(t: i64, months: i32) -> i64 {
+    let Some(dt) = chrono::DateTime::from_timestamp_micros(t) else {
+        return t;
+    };
+    let shifted = if months >= 0 {
+        dt.checked_add_months(chrono::Months::new(months as u32))
+    } else {
+        dt.checked_sub_months(chrono::Months::new(months.unsigned_abs()))
+    };
+    shifted.map_or(t, |d| d.timestamp_micros())
+}
+
 /// Marks frames read only to resolve identities (not compacted into the snapshot).
 const IDENTITY_ONLY: &str = "identity-only:";
 
@@ -42,6 +55,8 @@ pub struct RunOptions {
     pub expect_plan: Option<RunPlan>,
     /// Override the generated run id (tests).
     pub run_id: Option<String>,
+    /// "Today" for retention and holds (UTC micros); now when `None`.
+    pub as_of: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -98,6 +113,11 @@ pub struct Context {
     pub ledger_loc: Location,
     pub outputs: Location,
     pub tenants: BTreeSet<String>,
+    pub tenant_info: BTreeMap<String, TenantInfo>,
+    /// Legal holds from the spec and the holds file.
+    pub holds: Vec<crate::spec::Hold>,
+    /// "Today" for retention and holds (UTC micros).
+    pub as_of: i64,
     pub ledger: Ledger,
     pub ledger_files: Vec<ObjectInfo>,
     pub exports_listed: Vec<ObjectInfo>,
@@ -129,11 +149,19 @@ async fn read_conformed(
 }
 
 /// Reads the tenant registry; invalid ids are reported and skipped.
+/// What the registry says about one tenant.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TenantInfo {
+    pub region: Option<String>,
+    /// When the account closed (UTC micros).
+    pub closed_at: Option<i64>,
+}
+
 pub async fn read_tenants(
     p: &Pipeline,
     exports: &Location,
     reporter: &dyn Reporter,
-) -> Result<BTreeSet<String>> {
+) -> Result<BTreeMap<String, TenantInfo>> {
     let ds = p
         .datasets
         .get(&p.tenants.dataset)
@@ -144,7 +172,19 @@ pub async fn read_tenants(
         .column(&p.tenants.id_column)
         .and_then(|c| c.as_materialized_series().cast(&DataType::String))
         .map_err(|e| Error::polars(&p.tenants.path, e))?;
-    let mut out = BTreeSet::new();
+    let text_col = |c: &Option<String>| -> Option<Series> {
+        c.as_ref()
+            .and_then(|c| df.column(c).ok())
+            .and_then(|c| c.as_materialized_series().cast(&DataType::String).ok())
+    };
+    let regions = text_col(&p.tenants.region_column);
+    let closed = p
+        .tenants
+        .closed_at_column
+        .as_ref()
+        .and_then(|c| df.column(c).ok())
+        .and_then(|c| c.as_materialized_series().cast(&DataType::Int64).ok());
+    let mut out = BTreeMap::new();
     for (i, id) in ids
         .str()
         .map_err(|e| Error::polars(&p.tenants.path, e))?
@@ -153,7 +193,13 @@ pub async fn read_tenants(
     {
         match id.map(str::trim) {
             Some(id) if validate_tenant_id(id).is_ok() => {
-                out.insert(id.to_string());
+                let info = TenantInfo {
+                    region: regions
+                        .as_ref()
+                        .and_then(|r| r.str().ok()?.get(i).map(str::to_string)),
+                    closed_at: closed.as_ref().and_then(|c| c.i64().ok()?.get(i)),
+                };
+                out.insert(id.to_string(), info);
             }
             _ => reporter.report(Event::Warning {
                 message: format!(
@@ -165,6 +211,38 @@ pub async fn read_tenants(
         }
     }
     Ok(out)
+}
+
+/// Reads a holds file (YAML or JSON list of holds) from a local path or URL.
+async fn read_holds(p: &Pipeline, file: &str) -> Result<Vec<crate::spec::Hold>> {
+    let (dir, name) = file.rsplit_once('/').unwrap_or((".", file));
+    let loc = Location::parse(dir, &p.base_dir)?;
+    let bytes = loc.get(name).await?;
+    let text = String::from_utf8_lossy(&bytes).to_string();
+    let path = std::path::PathBuf::from(file);
+    let specs: Vec<crate::spec::raw::HoldSpec> = crate::spec::yaml::load(&text, &path)
+        .map_err(|d| Error::Spec(crate::error::Diagnostics(d)))?;
+    let names: Vec<String> = p.datasets.keys().cloned().collect();
+    let mut out = Vec::new();
+    let mut diags = Vec::new();
+    for (i, hs) in specs.iter().enumerate() {
+        match crate::spec::build_hold(hs, &p.identifiers, &names) {
+            Ok(h) => out.push(h),
+            Err((field, message, hint)) => diags.push(crate::error::Diagnostic {
+                file: path.clone(),
+                line: None,
+                col: None,
+                path: format!("[{i}]{field}"),
+                message,
+                hint,
+            }),
+        }
+    }
+    if diags.is_empty() {
+        Ok(out)
+    } else {
+        Err(Error::Spec(crate::error::Diagnostics(diags)))
+    }
 }
 
 /// Lists and parses the request ledger.
@@ -201,6 +279,16 @@ pub async fn read_ledger(
 
 impl Context {
     pub async fn open(p: Arc<Pipeline>, reporter: &dyn Reporter) -> Result<Context> {
+        Self::open_as_of(p, None, reporter).await
+    }
+
+    /// Opens the run's context with "today" fixed to `as_of` (UTC micros; now when `None`).
+    pub async fn open_as_of(
+        p: Arc<Pipeline>,
+        as_of: Option<i64>,
+        reporter: &dyn Reporter,
+    ) -> Result<Context> {
+        let as_of = as_of.unwrap_or_else(|| chrono::Utc::now().timestamp_micros());
         let keyed = Keyed::from_pipeline(&p)?;
         if keyed.demo {
             reporter.report(Event::Warning {
@@ -213,7 +301,12 @@ impl Context {
         reporter.report(Event::Phase {
             name: "list".into(),
         });
-        let tenants = read_tenants(&p, &exports, reporter).await?;
+        let tenant_info = read_tenants(&p, &exports, reporter).await?;
+        let tenants: BTreeSet<String> = tenant_info.keys().cloned().collect();
+        let mut holds = p.holds.clone();
+        if let Some(file) = &p.holds_file {
+            holds.extend(read_holds(&p, file).await?);
+        }
         let exports_listed = exports.list("").await?;
         let (ledger, ledger_files) = read_ledger(&p, &ledger_loc, &tenants, &keyed).await?;
         if !ledger.rejects.is_empty() {
@@ -225,6 +318,9 @@ impl Context {
             });
         }
         Ok(Context {
+            tenant_info,
+            holds,
+            as_of,
             pipeline: p,
             keyed,
             exports,
@@ -235,6 +331,45 @@ impl Context {
             ledger_files,
             exports_listed,
         })
+    }
+
+    /// What, besides inputs, changes a tenant's snapshot: the retention day and active holds.
+    fn policy_epoch(&self, tenant: &str) -> String {
+        let mut e = String::new();
+        let has_retention = self.pipeline.policies.closed_tenant_months.is_some()
+            || self
+                .pipeline
+                .datasets
+                .values()
+                .any(|d| d.retention_months.is_some() || d.retain_months.is_some());
+        if has_retention {
+            let day = chrono::DateTime::from_timestamp_micros(self.as_of)
+                .map(|d| d.date_naive().to_string())
+                .unwrap_or_default();
+            e.push_str(&format!("as_of={day};"));
+        }
+        let th = self.keyed.for_tenant(tenant);
+        for h in self
+            .holds
+            .iter()
+            .filter(|h| h.tenant == tenant && h.active(self.as_of))
+        {
+            let who = h
+                .identifier
+                .as_ref()
+                .map(|(k, v)| th.identifier(k, v))
+                .unwrap_or_default();
+            e.push_str(&format!("hold={}|{:?}|{who};", h.id, h.dataset));
+        }
+        e
+    }
+
+    /// The active holds of a tenant.
+    pub fn active_holds(&self, tenant: &str) -> Vec<&crate::spec::Hold> {
+        self.holds
+            .iter()
+            .filter(|h| h.tenant == tenant && h.active(self.as_of))
+            .collect()
     }
 
     /// Plans every tenant from listings (no data read).
@@ -249,7 +384,7 @@ impl Context {
             let all = by_tenant.get(t).cloned().unwrap_or_default();
             let prev = commit::latest(&self.outputs, t).await?;
             let requests: Vec<&ledger::Request> = self.ledger.for_tenant(t).collect();
-            let fp = plan::fingerprint(p, t, &all, &requests, &self.keyed);
+            let fp = plan::fingerprint(p, t, &all, &requests, &self.keyed, &self.policy_epoch(t));
             let new = plan::new_exports(&all, prev.as_ref());
             tenants.push(TenantPlan {
                 tenant: t.clone(),
@@ -457,6 +592,9 @@ async fn compute_tenant(
 
     let requests: Vec<ledger::Request> = ctx.ledger.for_tenant(&t).cloned().collect();
     let keyed = ctx.keyed.clone();
+    let holds: Vec<crate::spec::Hold> = ctx.active_holds(&t).into_iter().cloned().collect();
+    let info = ctx.tenant_info.get(&t).cloned().unwrap_or_default();
+    let as_of = ctx.as_of;
     crate::runtime::cpu(move || {
         let mut by_ds: BTreeMap<String, Vec<DataFrame>> = BTreeMap::new();
         for (d, df) in frames {
@@ -483,6 +621,13 @@ async fn compute_tenant(
             }
         }
         let (subjects, applied) = resolve_subjects(&p, &t, &requests, &index, &stops, &keyed);
+        // Legal holds: a person's hold covers every identifier they have.
+        let mut held = IdentSet::default();
+        for h in &holds {
+            if let Some(id) = &h.identifier {
+                held.extend(index.resolve(id));
+            }
+        }
         let mentions = MentionMatcher::new(&subjects.erase, &p.identifiers);
         let th = keyed.for_tenant(&t);
         let mut suppression: BTreeSet<String> = BTreeSet::new();
@@ -502,15 +647,18 @@ async fn compute_tenant(
                 .map(|ds| {
                     let frames = by_ds.get(&ds.name).cloned().unwrap_or_default();
                     let df = crate::compact::compact(frames, ds).map_err(perr)?;
-                    let out = apply::apply_dataset(
-                        df,
-                        ds,
-                        &p.identifiers,
-                        &subjects,
-                        &mentions,
-                        &p.policies.free_text_mask,
-                    )
-                    .map_err(perr)?;
+                    let months = if ds.retain.is_some() { ds.retain_months } else { ds.retention_months };
+                    let purge = ds.retain.is_none()
+                        && matches!((info.closed_at, p.policies.closed_tenant_months), (Some(c), Some(m)) if add_months(c, m as i32) <= as_of);
+                    let policy = apply::Policy {
+                        mentions: &mentions,
+                        mask: &p.policies.free_text_mask,
+                        retention_cutoff: months.map(|m| add_months(as_of, -(m as i32))),
+                        purge,
+                        hold_all: holds.iter().any(|h| h.identifier.is_none() && h.dataset.as_ref().is_none_or(|d| d == &ds.name)),
+                        held: &held,
+                    };
+                    let out = apply::apply_dataset(df, ds, &p.identifiers, &subjects, &policy).map_err(perr)?;
                     Ok((ds.name.clone(), out))
                 })
                 .collect()
@@ -738,7 +886,7 @@ pub async fn run(p: Arc<Pipeline>, opts: RunOptions, reporter: &dyn Reporter) ->
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         )
     });
-    let ctx = Context::open(p.clone(), reporter).await?;
+    let ctx = Context::open_as_of(p.clone(), opts.as_of, reporter).await?;
     for t in &opts.tenants {
         if !ctx.tenants.contains(t) {
             return Err(Error::Usage {

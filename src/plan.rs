@@ -121,9 +121,11 @@ pub fn fingerprint(
     exports: &[ExportFile],
     requests: &[&Request],
     keyed: &Keyed,
+    policy_epoch: &str,
 ) -> String {
     let mut h = Sha256::new();
     h.update(p.spec_hash.as_bytes());
+    h.update(policy_epoch.as_bytes());
     h.update(env!("CARGO_PKG_VERSION").as_bytes());
     h.update(tenant.as_bytes());
     for f in exports {

@@ -206,8 +206,44 @@ pub async fn verify(
         report.erased_identifiers += erased.len();
         let mentions = MentionMatcher::new(&erased, &p.identifiers);
         let th = ctx.keyed.for_tenant(t);
+        // Legal holds outrank erasure: held rows are exempt, reported with the hold.
+        let holds = ctx.active_holds(t);
+        let mut held = IdentSet::default();
+        for h in &holds {
+            if let Some(id) = &h.identifier {
+                held.extend(index.resolve(id));
+            }
+        }
         for ds in p.tenant_datasets() {
+            let whole = holds.iter().find(|h| {
+                h.identifier.is_none() && h.dataset.as_ref().is_none_or(|d| d == &ds.name)
+            });
             for df in frames.get(&ds.name).into_iter().flatten() {
+                let ierr = |e: polars::prelude::PolarsError| Error::internal(e.to_string());
+                let norm = NormalizedFrame::build(df, ds, &p.identifiers).map_err(ierr)?;
+                let erased_rows = norm.matches(&erased, None);
+                let held_rows: Vec<bool> = match whole {
+                    Some(_) => vec![true; df.height()],
+                    None => norm.matches(&held, None),
+                };
+                let n_held = erased_rows
+                    .iter()
+                    .zip(&held_rows)
+                    .filter(|(e, h)| **e && **h)
+                    .count() as u64;
+                if n_held > 0 {
+                    let hold = whole.or_else(|| holds.iter().find(|h| h.identifier.is_some()));
+                    report.exempt.push(Exempt {
+                        tenant: t.clone(),
+                        dataset: ds.name.clone(),
+                        rows: n_held,
+                        legal_basis: hold
+                            .map(|h| format!("legal hold {}: {}", h.id, h.reason))
+                            .unwrap_or_default(),
+                    });
+                }
+                let keep = polars::prelude::BooleanChunked::from_iter(held_rows.iter().map(|h| !h));
+                let df = &df.filter(&keep).map_err(ierr)?;
                 let (f, exempt) = check_frame(&p, t, ds, df, &erased, &mentions, &th)?;
                 report.findings.extend(f);
                 if exempt > 0 {

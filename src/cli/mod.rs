@@ -120,6 +120,12 @@ pub fn load(path: &Path) -> Result<Arc<lethe::spec::Pipeline>, Error> {
     lethe::spec::load(path).map(Arc::new)
 }
 
+/// Parses `--as-of` (a date or RFC 3339 time) to UTC micros.
+pub fn parse_as_of(s: &str) -> Result<i64, String> {
+    lethe::conform::parse_timestamp(s)
+        .ok_or_else(|| format!("`{s}` is not a date (write YYYY-MM-DD)"))
+}
+
 pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), Error> {
     let body = serde_json::to_vec_pretty(value).map_err(|e| Error::internal(e.to_string()))?;
     std::fs::write(path, body).map_err(|source| Error::Io {

@@ -12,6 +12,9 @@ pub struct Args {
     pipeline: PathBuf,
     #[arg(long = "tenant")]
     tenants: Vec<String>,
+    /// Fix "today" for retention and holds (YYYY-MM-DD), for reproducible runs.
+    #[arg(long, value_parser = super::parse_as_of)]
+    as_of: Option<i64>,
     /// Write the plan (JSON) here.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -27,6 +30,7 @@ pub fn exec(a: Args, reporter: &dyn Reporter) -> Result<i32, Error> {
             dry_run: true,
             expect_plan: None,
             run_id: Some("plan".into()),
+            as_of: a.as_of,
         },
         reporter,
     ))?;

@@ -13,6 +13,9 @@ pub struct Args {
     /// Only this tenant (repeatable).
     #[arg(long = "tenant")]
     tenants: Vec<String>,
+    /// Fix "today" for retention and holds (YYYY-MM-DD), for reproducible runs.
+    #[arg(long, value_parser = super::parse_as_of)]
+    as_of: Option<i64>,
     /// Refuse to run (exit 75) if any input changed since this plan (from `lethe plan --out`).
     #[arg(long)]
     plan: Option<PathBuf>,
@@ -38,7 +41,7 @@ pub fn print_summary(r: &RunReport) {
         );
     }
     println!(
-        "{:<24} {:<10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}",
+        "{:<24} {:<10} {:>9} {:>8} {:>8} {:>8} {:>9} {:>8} {:>6} {:>9} {:>6}",
         "tenant",
         "status",
         "rows_in",
@@ -46,6 +49,8 @@ pub fn print_summary(r: &RunReport) {
         "redacted",
         "retained",
         "rectified",
+        "expired",
+        "held",
         "rows_out",
         "files"
     );
@@ -64,8 +69,18 @@ pub fn print_summary(r: &RunReport) {
             TenantStatus::Failed => "FAILED",
         };
         println!(
-            "{:<24} {:<10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}",
-            t.tenant, status, s.rows_in, s.deleted, s.redacted, s.retained, s.rectified, out, files
+            "{:<24} {:<10} {:>9} {:>8} {:>8} {:>8} {:>9} {:>8} {:>6} {:>9} {:>6}",
+            t.tenant,
+            status,
+            s.rows_in,
+            s.deleted,
+            s.redacted,
+            s.retained,
+            s.rectified,
+            s.expired,
+            s.held,
+            out,
+            files
         );
         if let Some(e) = &t.error {
             println!("  error: {}", e.replace('\n', "\n  "));
@@ -120,6 +135,7 @@ pub fn exec(a: Args, reporter: &dyn Reporter) -> Result<i32, Error> {
             dry_run: false,
             expect_plan,
             run_id: None,
+            as_of: a.as_of,
         },
         reporter,
     ))?;

@@ -548,7 +548,34 @@ fn build(
         target_file_size: output.target_file_size_mb.unwrap_or(128).max(1) * 1024 * 1024,
         row_group_rows: output.row_group_rows.unwrap_or(64 * 1024).max(1024),
         zstd_level,
+        closed_tenant_months: spec
+            .policies
+            .retention
+            .as_ref()
+            .and_then(|r| r.closed_tenant_months),
+        backup_months: spec
+            .policies
+            .retention
+            .as_ref()
+            .and_then(|r| r.backup_months),
     };
+    let mut holds = Vec::new();
+    let mut holds_file = None;
+    if let Some(h) = &spec.holds {
+        if let Some(f) = &h.file {
+            match interpolate(f, &env).and_then(|s| resolve_location(&s, base_dir)) {
+                Ok(s) => holds_file = Some(s),
+                Err(m) => ps.push("holds.file", format!("bad holds file location: {m}"), None),
+            }
+        }
+        let names: Vec<String> = spec.datasets.keys().cloned().collect();
+        for (i, hs) in h.list.iter().enumerate() {
+            match build_hold(hs, &identifiers, &names) {
+                Ok(hold) => holds.push(hold),
+                Err((field, m, hint)) => ps.push(&format!("holds.list[{i}]{field}"), m, hint),
+            }
+        }
+    }
     if let Some(env) = &spec.keys.hmac_key_env
         && (env.is_empty() || !env.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
     {
@@ -592,6 +619,68 @@ fn build(
             allow_demo_key: spec.keys.allow_demo_key,
         },
         policies,
+        holds,
+        holds_file,
+    })
+}
+
+/// Validates one hold (inline or from a holds file). Errors: (path suffix, message, hint).
+pub fn build_hold(
+    hs: &raw::HoldSpec,
+    identifiers: &BTreeMap<String, IdentifierKind>,
+    datasets: &[String],
+) -> std::result::Result<Hold, (String, String, Option<String>)> {
+    if let Err(m) = crate::storage::validate_tenant_id(&hs.tenant) {
+        return Err((".tenant".into(), format!("invalid tenant id: {m}"), None));
+    }
+    if let Some(d) = &hs.dataset
+        && !datasets.contains(d)
+    {
+        return Err((
+            ".dataset".into(),
+            format!("unknown dataset `{d}`"),
+            closest(d, datasets.iter()),
+        ));
+    }
+    let identifier = match (&hs.identifier_kind, &hs.identifier) {
+        (None, None) => None,
+        (Some(k), Some(v)) => {
+            let kind = identifiers.get(k).ok_or_else(|| {
+                (
+                    ".identifier_kind".to_string(),
+                    format!("unknown identifier kind `{k}`"),
+                    closest(k, identifiers.keys()),
+                )
+            })?;
+            let n = crate::identity::parse_requested(kind, v)
+                .map_err(|m| (".identifier".to_string(), m.to_string(), None))?;
+            Some((k.clone(), n))
+        }
+        _ => {
+            return Err((
+                String::new(),
+                "a person-level hold needs both `identifier_kind` and `identifier`".into(),
+                None,
+            ));
+        }
+    };
+    let expires = match &hs.expires {
+        None => None,
+        Some(e) => Some(crate::conform::parse_timestamp(e).ok_or_else(|| {
+            (
+                ".expires".to_string(),
+                format!("`{e}` is not a date"),
+                Some("write YYYY-MM-DD".into()),
+            )
+        })?),
+    };
+    Ok(Hold {
+        id: hs.id.clone(),
+        reason: hs.reason.clone(),
+        tenant: hs.tenant.clone(),
+        dataset: hs.dataset.clone(),
+        identifier,
+        expires,
     })
 }
 
@@ -729,6 +818,15 @@ fn build_dataset(
             );
         }
     }
+    if (s.retention.is_some() || s.retain.as_ref().is_some_and(|r| r.months.is_some()))
+        && s.timestamp_column.is_none()
+    {
+        sink.push(
+            "retention",
+            "retention is measured from the `timestamp_column`, which this dataset lacks",
+            Some("name the row's business timestamp in `timestamp_column`".into()),
+        );
+    }
     if let Some(f) = &s.opt_out_flag {
         if col_exists(f, "opt_out_flag", sink)
             && s.columns.get(f).map(|c| c.ty) != Some(ColumnType::Bool)
@@ -787,6 +885,8 @@ fn build_dataset(
             sender_column: o.sender_column.clone(),
         }),
         retain: s.retain.as_ref().map(|r| r.legal_basis.clone()),
+        retain_months: s.retain.as_ref().and_then(|r| r.months),
+        retention_months: s.retention.as_ref().map(|r| r.months),
         categories: s.categories.clone(),
         columns: s
             .columns

@@ -26,6 +26,29 @@ pub struct Pipeline {
     pub stages: Vec<Stage>,
     pub keys: Keys,
     pub policies: Policies,
+    /// Holds declared inline in the spec.
+    pub holds: Vec<Hold>,
+    /// A holds file to read at run time (resolved path or URL).
+    pub holds_file: Option<String>,
+}
+
+/// A legal hold. Identifiers are normalized; `expires` is UTC microseconds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Hold {
+    pub id: String,
+    pub reason: String,
+    pub tenant: String,
+    pub dataset: Option<String>,
+    /// (kind, normalized value). Personal data: never serialized into reports.
+    #[serde(skip)]
+    pub identifier: Option<(String, String)>,
+    pub expires: Option<i64>,
+}
+
+impl Hold {
+    pub fn active(&self, as_of: i64) -> bool {
+        self.expires.is_none_or(|e| e > as_of)
+    }
 }
 
 impl Pipeline {
@@ -88,6 +111,8 @@ pub struct Policies {
     pub target_file_size: u64,
     pub row_group_rows: usize,
     pub zstd_level: i32,
+    pub closed_tenant_months: Option<u32>,
+    pub backup_months: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +129,10 @@ pub struct Dataset {
     pub opt_out_signal: Option<OptOutSignal>,
     /// Legal basis that overrides erasure for this dataset's rows.
     pub retain: Option<String>,
+    /// How long that legal obligation lasts (months after the timestamp column).
+    pub retain_months: Option<u32>,
+    /// Default retention (months after the timestamp column).
+    pub retention_months: Option<u32>,
     pub categories: Vec<String>,
     pub columns: IndexMap<String, Column>,
 }

@@ -35,6 +35,43 @@ pub struct PipelineSpec {
     pub keys: KeysSpec,
     #[serde(default)]
     pub policies: PoliciesSpec,
+    /// Legal holds: what they cover is never deleted (retention, erasure, backup expiry, gc).
+    #[serde(default)]
+    pub holds: Option<HoldsSpec>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HoldsSpec {
+    /// A holds file (YAML or JSON list of holds; may name people by identifier), relative to
+    /// the spec or a URL. Keep person-level holds there rather than in the spec.
+    #[serde(default)]
+    pub file: Option<String>,
+    /// Holds declared inline (per tenant or dataset).
+    #[serde(default)]
+    pub list: Vec<HoldSpec>,
+}
+
+/// One legal hold: a whole tenant, one dataset of a tenant, or one person in a tenant.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HoldSpec {
+    /// The hold's reference (case or matter number), shown in reports.
+    pub id: String,
+    /// Why the data is held, in words.
+    pub reason: String,
+    pub tenant: String,
+    /// Only this dataset (all datasets of the tenant when absent).
+    #[serde(default)]
+    pub dataset: Option<String>,
+    /// Only this person: an identifier kind and value (normalized like requests).
+    #[serde(default)]
+    pub identifier_kind: Option<String>,
+    #[serde(default)]
+    pub identifier: Option<String>,
+    /// Date (YYYY-MM-DD) after which the hold no longer applies; none = until removed.
+    #[serde(default)]
+    pub expires: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -109,8 +146,12 @@ pub struct DatasetRef {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
-    /// Compact exports into a new snapshot with the request ledger applied.
+    /// Compact exports into a new snapshot with the request ledger applied (and retention).
     Snapshot,
+    /// Rewrite backup generations inside the retention window after erasures; expire older ones.
+    Backups,
+    /// Answer pending access requests with portability bundles.
+    Bundles,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
@@ -133,6 +174,20 @@ pub struct PoliciesSpec {
     pub free_text: Option<FreeTextPolicy>,
     #[serde(default)]
     pub output: Option<OutputPolicy>,
+    #[serde(default)]
+    pub retention: Option<RetentionPolicy>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionPolicy {
+    /// Content of a closed tenant is deleted this many months after the registry's `closed_at`
+    /// (datasets kept under a legal basis follow their own period).
+    #[serde(default)]
+    pub closed_tenant_months: Option<u32>,
+    /// Backup generations older than this are expired.
+    #[serde(default)]
+    pub backup_months: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -194,6 +249,9 @@ pub struct DatasetSchemaSpec {
     /// Rows are kept under a legal basis even when a person asks for erasure.
     #[serde(default)]
     pub retain: Option<RetainSpec>,
+    /// Default retention: rows are deleted this long after their `timestamp_column`.
+    #[serde(default)]
+    pub retention: Option<RetentionSpec>,
     /// Categories of personal data the dataset holds (audit, breach reports).
     #[serde(default)]
     pub categories: Vec<String>,
@@ -224,6 +282,17 @@ pub struct WhenSpec {
 pub struct RetainSpec {
     /// The legal basis that overrides erasure, in words (shown in reports and evidence).
     pub legal_basis: String,
+    /// How long the legal obligation lasts after the row's `timestamp_column`, in months;
+    /// afterwards the rows are deleted like any other.
+    #[serde(default)]
+    pub months: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSpec {
+    /// Months after the row's `timestamp_column` the row is kept.
+    pub months: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

@@ -41,6 +41,10 @@ pub fn write_pipeline(dir: &Path, exports: &str, ledger: &str, outputs: &str) ->
         .replace("${LETHE_LEDGER:-../sample-data/ledger}", ledger)
         .replace("${LETHE_OUTPUTS:-../out}", outputs)
         .replace(
+            "${LETHE_HOLDS:-../sample-data/holds.yaml}",
+            &repo().join("sample-data/holds.yaml").display().to_string(),
+        )
+        .replace(
             "${LETHE_BACKUPS:-../sample-data/backups}",
             &format!("{}/backups", dir.display()),
         );

@@ -57,6 +57,27 @@ pub struct RunOptions {
     pub run_id: Option<String>,
     /// "Today" for retention and holds (UTC micros); now when `None`.
     pub as_of: Option<i64>,
+    /// Run only the tenants of shard `index` of `count` (stable hash of the tenant id). Shards
+    /// own disjoint tenants and each tenant has its own commit log, so shards never conflict.
+    pub shard: Option<Shard>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    /// Whether `tenant` belongs to this shard: SHA-256 of the id, first 8 bytes, modulo count.
+    /// Stable across processes, machines and lethe versions.
+    pub fn owns(&self, tenant: &str) -> bool {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest(tenant.as_bytes());
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&d[..8]);
+        u64::from_be_bytes(b) % u64::from(self.count.max(1)) == u64::from(self.index)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -895,6 +916,9 @@ pub async fn run(p: Arc<Pipeline>, opts: RunOptions, reporter: &dyn Reporter) ->
         }
     }
     let mut plan = ctx.plan(&opts.tenants).await?;
+    if let Some(shard) = opts.shard {
+        plan.tenants.retain(|t| shard.owns(&t.tenant));
+    }
     if let Some(expected) = &opts.expect_plan {
         let now: BTreeMap<&str, &str> = plan
             .tenants

@@ -31,6 +31,7 @@ pub fn exec(a: Args, reporter: &dyn Reporter) -> Result<i32, Error> {
             expect_plan: None,
             run_id: Some("plan".into()),
             as_of: a.as_of,
+            shard: None,
         },
         reporter,
     ))?;

@@ -67,7 +67,7 @@ impl ApplyStats {
 }
 
 /// Finds mentions of a set of identifiers in free text: emails in any case, phone numbers in any
-/// common format (`+1 (415) 555-0100`, `415.555.0100`, `0014155550100`, ...), ids as whole words.
+/// common format (`+1 (415) 555-0100`, `415.555.0100`, `0014155550100`, ...).
 pub struct MentionMatcher {
     re: Option<Regex>,
 }
@@ -79,11 +79,9 @@ impl MentionMatcher {
             let Some(k) = kinds.get(&kind) else { continue };
             match k.normalize {
                 Normalize::Email => alts.push(format!("(?i:{})", regex::escape(&value))),
-                Normalize::Id => {
-                    if value.chars().count() >= 3 {
-                        alts.push(regex::escape(&value));
-                    }
-                }
+                // Ids (contact ids, account numbers) are not searched for in free text: they are
+                // rarely written there and short ids would mask unrelated words.
+                Normalize::Id => {}
                 Normalize::Phone => {
                     if let Some(p) = phone_pattern(&value) {
                         alts.push(p);

@@ -694,6 +694,22 @@ async fn compute_tenant(
     .await
 }
 
+/// Write options plus the file's identifier fingerprint (see [`crate::fingerprint`]).
+pub fn with_fingerprint(
+    opts: &crate::parquet_io::WriteOptions,
+    df: &DataFrame,
+    ds: &Dataset,
+    kinds: &BTreeMap<String, crate::spec::IdentifierKind>,
+) -> Result<crate::parquet_io::WriteOptions> {
+    let mut o = opts.clone();
+    let entries = crate::fingerprint::entries(df, ds, kinds)
+        .map_err(|e| Error::internal(format!("fingerprint: {e}")))?;
+    if let Some(fp) = crate::fingerprint::encode(&entries) {
+        o.metadata.push((crate::fingerprint::KEY.into(), fp));
+    }
+    Ok(o)
+}
+
 /// One dataset's encoded snapshot files: (name, stats, rows, [(path, bytes, rows)]).
 type Encoded = (String, ApplyStats, u64, Vec<(String, Bytes, u64)>);
 
@@ -748,7 +764,8 @@ async fn write_tenant(
             {
                 let n = part.height() as u64;
                 let mut part: DataFrame = part;
-                let bytes = crate::parquet_io::write_parquet(&mut part, &opts)?;
+                let part_opts = with_fingerprint(&opts, &part, ds, &p.identifiers)?;
+                let bytes = crate::parquet_io::write_parquet(&mut part, &part_opts)?;
                 files.push((
                     format!(
                         "{}/snapshots/{rid}/{name}/part-{i:05}.parquet",

@@ -7,11 +7,13 @@
 //! [`report::Reporter`], which the CLI implements.
 
 pub mod apply;
+pub mod backups;
 pub mod commit;
 pub mod compact;
 pub mod conform;
 pub mod error;
 pub mod exec;
+pub mod fingerprint;
 pub mod hash;
 pub mod identity;
 pub mod ledger;

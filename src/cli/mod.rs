@@ -1,7 +1,9 @@
 //! Command-line interface: one module per subcommand, a tracing-backed [`Reporter`], and the
 //! mapping from library errors to exit codes (documented in the README, stable).
 
+mod backups;
 mod plan;
+mod restore;
 mod run;
 mod sample_data;
 mod schema;
@@ -56,6 +58,10 @@ enum Command {
     Plan(plan::Args),
     /// Check the latest snapshot: checksums, and no erased person's identifier survives.
     Verify(verify::Args),
+    /// Apply erasures to backup generations inside the window; expire older ones.
+    Backups(backups::Args),
+    /// Restore a backup generation to a new location with every erasure re-applied.
+    Restore(restore::Args),
 }
 
 /// Logs library events through tracing. Events carry no personal data.
@@ -157,6 +163,8 @@ pub fn main() -> i32 {
         Command::Run(a) => run::exec(a, &reporter),
         Command::Plan(a) => plan::exec(a, &reporter),
         Command::Verify(a) => verify::exec(a, &reporter),
+        Command::Backups(a) => backups::exec(a, &reporter),
+        Command::Restore(a) => restore::exec(a, &reporter),
     };
     match result {
         Ok(code) => code,

@@ -11,6 +11,12 @@ pub struct Args {
     pipeline: PathBuf,
     #[arg(long = "tenant")]
     tenants: Vec<String>,
+    /// Also check the backup generations inside the retention window.
+    #[arg(long)]
+    backups: bool,
+    /// Fix "today" for the backup window and holds (YYYY-MM-DD).
+    #[arg(long, value_parser = super::parse_as_of)]
+    as_of: Option<i64>,
     /// Write the verify report (JSON) here.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -19,7 +25,14 @@ pub struct Args {
 pub fn exec(a: Args, reporter: &dyn Reporter) -> Result<i32, Error> {
     let p = super::load(&a.pipeline)?;
     let rt = super::runtime()?;
-    let r = rt.block_on(lethe::verify::verify(p, &a.tenants, reporter))?;
+    let r = rt.block_on(lethe::verify::verify(p.clone(), &a.tenants, reporter))?;
+    let mut backup_findings = 0;
+    if a.backups {
+        for (g, t, d, n) in rt.block_on(lethe::backups::verify(p, a.as_of, reporter))? {
+            println!("SURVIVOR in backup generation {g}: tenant {t} dataset {d}: {n} row(s)");
+            backup_findings += 1;
+        }
+    }
     println!(
         "verified {} tenant(s), {} file(s), {} erased identifier(s)",
         r.tenants_checked, r.files_checked, r.erased_identifiers
@@ -46,12 +59,12 @@ pub fn exec(a: Args, reporter: &dyn Reporter) -> Result<i32, Error> {
     if let Some(out) = &a.out {
         super::write_json(out, &r)?;
     }
-    if r.ok() {
+    if r.ok() && backup_findings == 0 {
         println!("ok");
         Ok(exit::OK)
     } else {
         Err(Error::VerifyFailed {
-            findings: r.findings.len() + r.checksum_failures.len(),
+            findings: r.findings.len() + r.checksum_failures.len() + backup_findings,
             report: a.out.map(|p| p.display().to_string()),
         })
     }

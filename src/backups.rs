@@ -1,0 +1,997 @@
+//! Backups: erasure reaches every backup generation inside the retention window; generations
+//! past it expire; legal holds keep what they cover; a restore never resurrects an erased person.
+//!
+//! A generation is one `{date}` of the backups layout. lethe keeps, per generation and tenant, a
+//! numbered manifest under `_lethe/backups/<date>/tenant=<t>/` in the backups location: the live
+//! files, the files it superseded, and the erasures (by keyed hash) the generation reflects, so
+//! the next run applies only newer requests. Files that cannot hold an affected person are found
+//! from the footer fingerprint lethe writes (see [`crate::fingerprint`]) or, for backups written
+//! before lethe, by reading only their identifier and free-text columns; they are left untouched,
+//! byte for byte. Only files that hold an affected person are rewritten, to new paths, and the
+//! originals are deleted only after the new manifest is committed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::ObjectStoreExt;
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::apply::{self, MentionMatcher, Policy, Subjects};
+use crate::error::{Error, Result};
+use crate::exec::{Context, add_months};
+use crate::hash::sha256_hex;
+use crate::identity::{IdentSet, IdentityIndex, NormalizedFrame};
+use crate::ledger::RequestKind;
+use crate::report::{Event, Reporter};
+use crate::spec::{Dataset, Pipeline};
+use crate::storage::{Location, ObjectInfo};
+
+const META: &str = "_lethe/";
+
+#[derive(Debug, Clone, Default)]
+pub struct BackupOptions {
+    pub tenants: Vec<String>,
+    pub as_of: Option<i64>,
+    /// Compute and report, write and delete nothing.
+    pub dry_run: bool,
+    /// Rewrite every file holding any erased person, ignoring what manifests say was applied
+    /// (and reading every file in full: the baseline the pruning is measured against).
+    pub force_full: bool,
+}
+
+/// One file of a generation as its manifest records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationFile {
+    pub dataset: String,
+    /// Path relative to the backups location.
+    pub path: String,
+    pub size: u64,
+    pub e_tag: Option<String>,
+    /// Known for files lethe wrote.
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationManifest {
+    pub format: u32,
+    pub engine_version: String,
+    pub generation: String,
+    pub tenant: String,
+    pub sequence: u64,
+    pub run_id: String,
+    pub committed_at: String,
+    pub spec_hash: String,
+    /// Files a restore of this generation uses.
+    pub files: Vec<GenerationFile>,
+    /// Files replaced by rewritten ones (deleted after the commit).
+    pub superseded: Vec<String>,
+    /// Keyed hashes of the erasure requests this generation reflects (the ledger position).
+    pub applied: BTreeSet<String>,
+    /// Set when the generation passed the backup retention window and its files were deleted.
+    pub expired: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum GenerationStatus {
+    Rewritten,
+    Unchanged,
+    Expired,
+    Held,
+    Planned,
+    Failed,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GenerationStats {
+    pub files_untouched: u64,
+    pub files_rewritten: u64,
+    pub files_expired: u64,
+    pub rows_deleted: u64,
+    pub rows_redacted: u64,
+    pub rows_held: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub requests_applied: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GenerationReport {
+    pub generation: String,
+    pub tenant: String,
+    pub status: GenerationStatus,
+    pub stats: GenerationStats,
+    /// Holds that kept data of this generation (id: reason).
+    pub holds: Vec<String>,
+    pub error: Option<String>,
+    pub exit_code: Option<i32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupReport {
+    pub run_id: String,
+    pub dry_run: bool,
+    pub window_start: String,
+    pub generations: Vec<GenerationReport>,
+    pub totals: GenerationStats,
+}
+
+impl BackupReport {
+    pub fn exit_code(&self) -> i32 {
+        self.generations
+            .iter()
+            .find_map(|g| g.exit_code)
+            .unwrap_or(0)
+    }
+}
+
+fn manifest_dir(generation: &str, tenant: &str) -> String {
+    format!("{META}backups/{generation}/tenant={tenant}/")
+}
+
+/// The latest manifest of one generation and tenant.
+pub async fn latest_manifest(
+    backups: &Location,
+    generation: &str,
+    tenant: &str,
+) -> Result<Option<GenerationManifest>> {
+    let listed = backups.list(&manifest_dir(generation, tenant)).await?;
+    let Some(last) = listed
+        .iter()
+        .filter_map(|o| {
+            o.path
+                .rsplit('/')
+                .next()?
+                .strip_suffix(".json")?
+                .parse::<u64>()
+                .ok()
+                .map(|n| (n, o))
+        })
+        .max_by_key(|(n, _)| *n)
+    else {
+        return Ok(None);
+    };
+    let bytes = backups.get(&last.1.path).await?;
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        Error::bad_data(
+            last.1.path.clone(),
+            format!("unreadable backup manifest: {e}"),
+            "restore it from object versioning",
+        )
+    })
+}
+
+/// Backup objects grouped by generation → tenant → files, from the layout template.
+pub type Generations = BTreeMap<String, BTreeMap<String, Vec<GenerationFile>>>;
+
+pub fn group(p: &Pipeline, listed: &[ObjectInfo], tenants: &BTreeSet<String>) -> Generations {
+    let mut out: Generations = BTreeMap::new();
+    let Some(t) = &p.layout.backups else {
+        return out;
+    };
+    for o in listed {
+        if o.path.starts_with(META) || crate::storage::read::detect(&o.path).is_none() {
+            continue;
+        }
+        let Some((vars, _)) = t.match_dir(&o.path) else {
+            continue;
+        };
+        let (Some(date), Some(ds), Some(tenant)) =
+            (vars.get("date"), vars.get("dataset"), vars.get("tenant"))
+        else {
+            continue;
+        };
+        if !tenants.contains(tenant) || !p.datasets.contains_key(ds) {
+            continue;
+        }
+        out.entry(date.clone())
+            .or_default()
+            .entry(tenant.clone())
+            .or_default()
+            .push(GenerationFile {
+                dataset: ds.clone(),
+                path: o.path.clone(),
+                size: o.size,
+                e_tag: o.e_tag.clone(),
+                sha256: None,
+            });
+    }
+    out
+}
+
+/// The generation's date as UTC micros (generations are named by date).
+fn generation_time(g: &str) -> Option<i64> {
+    crate::conform::parse_timestamp(g)
+}
+
+/// Reads a file's footer only (two small range reads) and returns its key-value metadata.
+async fn footer_metadata(
+    loc: &Location,
+    path: &str,
+    size: u64,
+) -> Result<(BTreeMap<String, String>, u64)> {
+    let store = loc.store();
+    let op = loc.object_path(path)?;
+    let storage_err = |source| Error::Storage {
+        op: "read",
+        path: format!("{}/{path}", loc.url()),
+        source,
+    };
+    if size < 12 {
+        return Err(Error::bad_data(
+            format!("{}/{path}", loc.url()),
+            "not a Parquet file (too short)",
+            "restore the file from its source",
+        ));
+    }
+    let tail = store
+        .get_range(&op, size - 8..size)
+        .await
+        .map_err(storage_err)?;
+    if &tail[4..8] != b"PAR1" {
+        return Err(Error::bad_data(
+            format!("{}/{path}", loc.url()),
+            "not a Parquet file (no footer magic)",
+            "restore the file from its source",
+        ));
+    }
+    let len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+    if len + 8 > size {
+        return Err(Error::bad_data(
+            format!("{}/{path}", loc.url()),
+            "corrupt Parquet footer",
+            "restore the file from its source",
+        ));
+    }
+    let footer = store
+        .get_range(&op, size - 8 - len..size - 8)
+        .await
+        .map_err(storage_err)?;
+    let meta =
+        parquet::file::metadata::ParquetMetaDataReader::decode_metadata(&footer).map_err(|e| {
+            Error::bad_data(
+                format!("{}/{path}", loc.url()),
+                format!("corrupt Parquet footer: {e}"),
+                "restore the file from its source",
+            )
+        })?;
+    let kv = meta
+        .file_metadata()
+        .key_value_metadata()
+        .map(|kv| {
+            kv.iter()
+                .filter_map(|k| Some((k.key.clone(), k.value.clone()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((kv, len + 16))
+}
+
+/// Erasure subjects of a tenant: every erase request (or only those not in `applied`), resolved.
+fn erase_subjects(
+    ctx: &Context,
+    tenant: &str,
+    index: &IdentityIndex,
+    applied: Option<&BTreeSet<String>>,
+) -> (Subjects, BTreeSet<String>) {
+    let th = ctx.keyed.for_tenant(tenant);
+    let mut s = Subjects::default();
+    let mut keys = BTreeSet::new();
+    for r in ctx
+        .ledger
+        .for_tenant(tenant)
+        .filter(|r| r.kind == RequestKind::Erase)
+    {
+        let key = th.identifier(&r.identifier_kind, &r.identifier);
+        if applied.is_some_and(|a| a.contains(&key)) {
+            continue;
+        }
+        keys.insert(key);
+        s.erase
+            .extend(index.resolve(&(r.identifier_kind.clone(), r.identifier.clone())));
+    }
+    (s, keys)
+}
+
+/// Reads and conforms one backup file in full (CPU on rayon).
+async fn read_full(loc: &Location, path: &str, ds: &Dataset) -> Result<DataFrame> {
+    let bytes = loc.get(path).await?;
+    let full = format!("{}/{path}", loc.url());
+    let ds = ds.clone();
+    crate::runtime::cpu(move || {
+        let hints = crate::storage::read::ReadHints {
+            schema: Some(crate::conform::polars_schema(&ds)),
+        };
+        let df = crate::storage::read::read_frame(bytes, &full, &hints)?;
+        crate::conform::conform(df, &ds, &full)
+    })
+    .await
+}
+
+/// Everything one generation of one tenant needs to be processed.
+struct Job<'a> {
+    ctx: &'a Context,
+    backups: &'a Location,
+    generation: &'a str,
+    tenant: &'a str,
+    files: Vec<GenerationFile>,
+    prev: Option<GenerationManifest>,
+    run_id: &'a str,
+    opts: &'a BackupOptions,
+}
+
+/// Identity for a generation: its own linking rows plus every linking export of the tenant.
+async fn generation_index(job: &Job<'_>, exports_link: &[DataFrame]) -> Result<IdentityIndex> {
+    let p = &job.ctx.pipeline;
+    let mut index = IdentityIndex::default();
+    let Some(link) = p.linking_dataset() else {
+        return Ok(index);
+    };
+    for f in job.files.iter().filter(|f| f.dataset == link.name) {
+        let df = read_full(job.backups, &f.path, link).await?;
+        index
+            .add_frame(&df, link, &p.identifiers)
+            .map_err(|e| Error::internal(e.to_string()))?;
+    }
+    for df in exports_link {
+        index
+            .add_frame(df, link, &p.identifiers)
+            .map_err(|e| Error::internal(e.to_string()))?;
+    }
+    Ok(index)
+}
+
+/// Applies new erasures to one generation of one tenant.
+async fn rewrite(
+    job: Job<'_>,
+    exports_link: &[DataFrame],
+    reporter: &dyn Reporter,
+) -> Result<GenerationReport> {
+    let p = job.ctx.pipeline.clone();
+    let mut stats = GenerationStats::default();
+    let index = generation_index(&job, exports_link).await?;
+    let applied_before = if job.opts.force_full {
+        None
+    } else {
+        job.prev.as_ref().map(|m| &m.applied)
+    };
+    let (subjects, new_keys) = erase_subjects(job.ctx, job.tenant, &index, applied_before);
+    let mut report = GenerationReport {
+        generation: job.generation.to_string(),
+        tenant: job.tenant.to_string(),
+        status: GenerationStatus::Unchanged,
+        stats: GenerationStats::default(),
+        holds: Vec::new(),
+        error: None,
+        exit_code: None,
+    };
+    if new_keys.is_empty() && job.prev.is_some() {
+        return Ok(report);
+    }
+    stats.requests_applied = new_keys.len() as u64;
+    let holds = job.ctx.active_holds(job.tenant);
+    let mut held = IdentSet::default();
+    for h in &holds {
+        if let Some(id) = &h.identifier {
+            held.extend(index.resolve(id));
+        }
+    }
+    let mentions = MentionMatcher::new(&subjects.erase, &p.identifiers);
+    let mut live: Vec<GenerationFile> = Vec::new();
+    let mut superseded: Vec<String> = job
+        .prev
+        .as_ref()
+        .map(|m| m.superseded.clone())
+        .unwrap_or_default();
+    let mut puts: Vec<(String, Bytes)> = Vec::new();
+    for (i, f) in job.files.iter().enumerate() {
+        let Some(ds) = p.datasets.get(&f.dataset) else {
+            continue;
+        };
+        let hold = holds
+            .iter()
+            .find(|h| h.identifier.is_none() && h.dataset.as_ref().is_none_or(|d| d == &ds.name));
+        if subjects.erase.is_empty() || hold.is_some() {
+            if let Some(h) = hold {
+                report.holds.push(format!("{}: {}", h.id, h.reason));
+            }
+            live.push(f.clone());
+            stats.files_untouched += 1;
+            continue;
+        }
+        // 1. The footer fingerprint, when lethe wrote the file.
+        if !job.opts.force_full {
+            let (kv, read) = footer_metadata(job.backups, &f.path, f.size).await?;
+            stats.bytes_read += read;
+            if let Some(fp) = kv
+                .get(crate::fingerprint::KEY)
+                .and_then(|s| crate::fingerprint::Fingerprint::decode(s))
+                && !fp.may_hold(&subjects.erase, &p.identifiers)
+            {
+                live.push(f.clone());
+                stats.files_untouched += 1;
+                continue;
+            }
+        }
+        // 2. Exactly: read the file, apply the erasures, keep it when nothing changes.
+        stats.bytes_read += f.size;
+        let df = read_full(job.backups, &f.path, ds).await?;
+        let (ds2, subjects2, kinds) = (ds.clone(), subjects.clone(), p.identifiers.clone());
+        let (mask, held2) = (p.policies.free_text_mask.clone(), held.clone());
+        let matcher = MentionMatcher::new(&subjects.erase, &p.identifiers);
+        let _ = &mentions;
+        let (out, st) = crate::runtime::cpu(move || {
+            let policy = Policy {
+                mentions: &matcher,
+                mask: &mask,
+                retention_cutoff: None,
+                purge: false,
+                hold_all: false,
+                held: &held2,
+            };
+            apply::apply_dataset(df, &ds2, &kinds, &subjects2, &policy)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("{}: {e}", f.path)))?;
+        stats.rows_held += st.held;
+        if st.deleted == 0 && st.redacted == 0 {
+            live.push(f.clone());
+            stats.files_untouched += 1;
+            continue;
+        }
+        stats.rows_deleted += st.deleted;
+        stats.rows_redacted += st.redacted;
+        stats.files_rewritten += 1;
+        let dir = f.path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+        let stem = f
+            .path
+            .rsplit('/')
+            .next()
+            .unwrap_or("part")
+            .split('.')
+            .next()
+            .unwrap_or("part");
+        let new_path = format!("{dir}/{stem}.lethe-{}-{i:04}.parquet", job.run_id);
+        let bytes = encode(&p, ds, job.tenant, out).await?;
+        stats.bytes_written += bytes.len() as u64;
+        live.push(GenerationFile {
+            dataset: f.dataset.clone(),
+            path: new_path.clone(),
+            size: bytes.len() as u64,
+            e_tag: None,
+            sha256: Some(sha256_hex(&bytes)),
+        });
+        superseded.push(f.path.clone());
+        puts.push((new_path, bytes));
+    }
+    report.holds.sort();
+    report.holds.dedup();
+    report.stats = stats;
+    if job.opts.dry_run {
+        report.status = GenerationStatus::Planned;
+        return Ok(report);
+    }
+    for (path, bytes) in puts {
+        job.backups.put(&path, bytes).await?;
+    }
+    let mut applied = job
+        .prev
+        .as_ref()
+        .map(|m| m.applied.clone())
+        .unwrap_or_default();
+    applied.extend(new_keys);
+    let seq = job.prev.as_ref().map_or(1, |m| m.sequence + 1);
+    let m = GenerationManifest {
+        format: 1,
+        engine_version: env!("CARGO_PKG_VERSION").into(),
+        generation: job.generation.into(),
+        tenant: job.tenant.into(),
+        sequence: seq,
+        run_id: job.run_id.into(),
+        committed_at: chrono::Utc::now().to_rfc3339(),
+        spec_hash: p.spec_hash.clone(),
+        files: live,
+        superseded: superseded.clone(),
+        applied,
+        expired: false,
+    };
+    commit(job.backups, &m).await?;
+    // The erased data leaves the backup only now, after the commit made the new files live.
+    delete_all(job.backups, &superseded, reporter).await;
+    report.status = if report.stats.files_rewritten > 0 {
+        GenerationStatus::Rewritten
+    } else {
+        GenerationStatus::Unchanged
+    };
+    Ok(report)
+}
+
+async fn encode(p: &Arc<Pipeline>, ds: &Dataset, tenant: &str, df: DataFrame) -> Result<Bytes> {
+    let (p, ds, tenant) = (p.clone(), ds.clone(), tenant.to_string());
+    crate::runtime::cpu(move || {
+        let opts = crate::parquet_io::WriteOptions {
+            zstd_level: p.policies.zstd_level,
+            row_group_rows: p.policies.row_group_rows,
+            bloom_columns: ds.identifier_columns().map(|c| c.name.clone()).collect(),
+            metadata: vec![
+                ("lethe.version".into(), env!("CARGO_PKG_VERSION").into()),
+                ("lethe.dataset".into(), ds.name.clone()),
+                ("lethe.tenant".into(), tenant),
+            ],
+        };
+        let opts = crate::exec::with_fingerprint(&opts, &df, &ds, &p.identifiers)?;
+        let mut df = df;
+        crate::parquet_io::write_parquet(&mut df, &opts)
+    })
+    .await
+}
+
+async fn commit(backups: &Location, m: &GenerationManifest) -> Result<()> {
+    let path = format!(
+        "{}{:010}.json",
+        manifest_dir(&m.generation, &m.tenant),
+        m.sequence
+    );
+    let body = serde_json::to_vec_pretty(m).map_err(|e| Error::internal(e.to_string()))?;
+    if backups.put_if_absent(&path, Bytes::from(body)).await? {
+        Ok(())
+    } else {
+        Err(Error::CommitConflict {
+            tenant: m.tenant.clone(),
+            message: format!(
+                "backup generation {} manifest {} already exists",
+                m.generation, m.sequence
+            ),
+        })
+    }
+}
+
+/// Deletes files, reporting (not failing on) those already gone.
+async fn delete_all(loc: &Location, paths: &[String], reporter: &dyn Reporter) {
+    for p in paths {
+        match loc.head(p).await {
+            Ok(Some(_)) => {
+                if let Err(e) = loc.delete(p).await {
+                    reporter.report(Event::Warning {
+                        message: format!("could not delete {p}: {e}; the next run retries"),
+                    });
+                }
+            }
+            Ok(None) => {}
+            Err(e) => reporter.report(Event::Warning {
+                message: format!("could not check {p}: {e}"),
+            }),
+        }
+    }
+}
+
+/// Expires one generation of one tenant (past the window), unless a hold covers it.
+async fn expire(job: Job<'_>, reporter: &dyn Reporter) -> Result<GenerationReport> {
+    let holds = job.ctx.active_holds(job.tenant);
+    let mut report = GenerationReport {
+        generation: job.generation.to_string(),
+        tenant: job.tenant.to_string(),
+        status: GenerationStatus::Expired,
+        stats: GenerationStats::default(),
+        holds: Vec::new(),
+        error: None,
+        exit_code: None,
+    };
+    if job.prev.as_ref().is_some_and(|m| m.expired) && job.files.is_empty() {
+        report.status = GenerationStatus::Unchanged;
+        return Ok(report);
+    }
+    let mut keep = Vec::new();
+    let mut gone = Vec::new();
+    for f in &job.files {
+        // Any hold on the tenant keeps the whole generation's data it covers: a person's hold
+        // cannot be checked without reading, so it keeps the tenant's generation whole.
+        match holds
+            .iter()
+            .find(|h| h.dataset.as_ref().is_none_or(|d| d == &f.dataset))
+        {
+            Some(h) => {
+                report.holds.push(format!("{}: {}", h.id, h.reason));
+                keep.push(f.clone());
+            }
+            None => gone.push(f.path.clone()),
+        }
+    }
+    report.holds.sort();
+    report.holds.dedup();
+    report.stats.files_expired = gone.len() as u64;
+    if !keep.is_empty() {
+        report.status = GenerationStatus::Held;
+    }
+    if job.opts.dry_run {
+        if gone.is_empty() && keep.is_empty() {
+            report.status = GenerationStatus::Unchanged;
+        } else if keep.is_empty() {
+            report.status = GenerationStatus::Planned;
+        }
+        return Ok(report);
+    }
+    if gone.is_empty() {
+        return Ok(report);
+    }
+    let seq = job.prev.as_ref().map_or(1, |m| m.sequence + 1);
+    let m = GenerationManifest {
+        format: 1,
+        engine_version: env!("CARGO_PKG_VERSION").into(),
+        generation: job.generation.into(),
+        tenant: job.tenant.into(),
+        sequence: seq,
+        run_id: job.run_id.into(),
+        committed_at: chrono::Utc::now().to_rfc3339(),
+        spec_hash: job.ctx.pipeline.spec_hash.clone(),
+        files: keep.clone(),
+        superseded: gone.clone(),
+        applied: job
+            .prev
+            .as_ref()
+            .map(|m| m.applied.clone())
+            .unwrap_or_default(),
+        expired: keep.is_empty(),
+    };
+    commit(job.backups, &m).await?;
+    delete_all(job.backups, &gone, reporter).await;
+    Ok(report)
+}
+
+/// The files of a generation a restore or a rewrite uses: the manifest's live files plus files
+/// the platform added since; never superseded ones.
+fn live_files(
+    listed: Vec<GenerationFile>,
+    prev: Option<&GenerationManifest>,
+) -> Vec<GenerationFile> {
+    let Some(m) = prev else { return listed };
+    let superseded: BTreeSet<&String> = m.superseded.iter().collect();
+    let known: BTreeMap<&String, &GenerationFile> = m.files.iter().map(|f| (&f.path, f)).collect();
+    let mut out: Vec<GenerationFile> = Vec::new();
+    for f in listed {
+        if superseded.contains(&f.path) {
+            continue;
+        }
+        out.push(known.get(&f.path).map(|k| (*k).clone()).unwrap_or(f));
+    }
+    out
+}
+
+/// Reads every linking-dataset export of a tenant (for identity across generations).
+async fn linking_exports(ctx: &Context, tenant: &str) -> Result<Vec<DataFrame>> {
+    let p = &ctx.pipeline;
+    let Some(link) = p.linking_dataset() else {
+        return Ok(Vec::new());
+    };
+    let plan = ctx.plan(&[tenant.to_string()]).await?;
+    let mut out = Vec::new();
+    for f in plan
+        .tenants
+        .iter()
+        .flat_map(|t| t.all_exports.iter())
+        .filter(|f| f.dataset == link.name)
+    {
+        out.push(read_full(&ctx.exports, &f.input.path, link).await?);
+    }
+    Ok(out)
+}
+
+fn backups_location(p: &Pipeline) -> Result<Location> {
+    let url = p.locations.backups.as_ref().ok_or_else(|| {
+        Error::config(
+            "the pipeline has no `locations.backups`",
+            "add `locations.backups` and `layout.backups` to the spec",
+        )
+    })?;
+    Location::parse(url, &p.base_dir)
+}
+
+/// `lethe backups`: rewrite generations inside the window, expire those past it.
+pub async fn run(
+    p: Arc<Pipeline>,
+    opts: BackupOptions,
+    reporter: &dyn Reporter,
+) -> Result<BackupReport> {
+    let ctx = Context::open_as_of(p.clone(), opts.as_of, reporter).await?;
+    let backups = backups_location(&p)?;
+    let months = p.policies.backup_months.unwrap_or(12);
+    let window_start = add_months(ctx.as_of, -(months as i32));
+    let run_id = format!(
+        "{}-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let listed = backups.list("").await?;
+    let generations = group(&p, &listed, &ctx.tenants);
+    let mut reports = Vec::new();
+    let mut link_cache: BTreeMap<String, Vec<DataFrame>> = BTreeMap::new();
+    for (generation, tenants) in &generations {
+        let Some(when) = generation_time(generation) else {
+            reporter.report(Event::Warning {
+                message: format!("backup generation `{generation}` is not a date; skipped"),
+            });
+            continue;
+        };
+        for (tenant, files) in tenants {
+            if !opts.tenants.is_empty() && !opts.tenants.contains(tenant) {
+                continue;
+            }
+            let prev = latest_manifest(&backups, generation, tenant).await?;
+            let files = live_files(files.clone(), prev.as_ref());
+            let job = Job {
+                ctx: &ctx,
+                backups: &backups,
+                generation,
+                tenant,
+                files,
+                prev,
+                run_id: &run_id,
+                opts: &opts,
+            };
+            let result = if when < window_start {
+                expire(job, reporter).await
+            } else {
+                if !link_cache.contains_key(tenant) {
+                    link_cache.insert(tenant.clone(), linking_exports(&ctx, tenant).await?);
+                }
+                let link = link_cache
+                    .get(tenant)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                rewrite(job, link, reporter).await
+            };
+            reports.push(result.unwrap_or_else(|e| GenerationReport {
+                generation: generation.clone(),
+                tenant: tenant.clone(),
+                status: GenerationStatus::Failed,
+                stats: GenerationStats::default(),
+                holds: Vec::new(),
+                error: Some(e.to_string()),
+                exit_code: Some(e.exit_code()),
+            }));
+        }
+    }
+    let mut totals = GenerationStats::default();
+    for r in &reports {
+        let s = &r.stats;
+        totals.files_untouched += s.files_untouched;
+        totals.files_rewritten += s.files_rewritten;
+        totals.files_expired += s.files_expired;
+        totals.rows_deleted += s.rows_deleted;
+        totals.rows_redacted += s.rows_redacted;
+        totals.rows_held += s.rows_held;
+        totals.bytes_read += s.bytes_read;
+        totals.bytes_written += s.bytes_written;
+        totals.requests_applied += s.requests_applied;
+    }
+    Ok(BackupReport {
+        run_id,
+        dry_run: opts.dry_run,
+        window_start: chrono::DateTime::from_timestamp_micros(window_start)
+            .map(|d| d.date_naive().to_string())
+            .unwrap_or_default(),
+        generations: reports,
+        totals,
+    })
+}
+
+/// `lethe restore`: a copy of one generation with the whole ledger's erasures re-applied, written
+/// to `dest` as `<dataset>/tenant=<t>/part-00000.parquet`. The backups are only read.
+pub async fn restore(
+    p: Arc<Pipeline>,
+    generation: &str,
+    dest_url: &str,
+    tenants: &[String],
+    reporter: &dyn Reporter,
+) -> Result<BackupReport> {
+    let ctx = Context::open(p.clone(), reporter).await?;
+    let backups = backups_location(&p)?;
+    let dest = Location::parse(dest_url, std::path::Path::new("."))?;
+    let listed = backups.list(&format!("{generation}/")).await?;
+    let generations = group(&p, &listed, &ctx.tenants);
+    let Some(gen_tenants) = generations.get(generation) else {
+        return Err(Error::InputMissing {
+            what: format!("backup generation {generation}"),
+            path: backups.url(),
+            hint: "list the generations with `lethe backups --dry-run`".into(),
+        });
+    };
+    let run_id = format!(
+        "restore-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let mut reports = Vec::new();
+    for (tenant, files) in gen_tenants {
+        if !tenants.is_empty() && !tenants.contains(tenant) {
+            continue;
+        }
+        let prev = latest_manifest(&backups, generation, tenant).await?;
+        let files = live_files(files.clone(), prev.as_ref());
+        let link = linking_exports(&ctx, tenant).await?;
+        let opts = BackupOptions {
+            force_full: true,
+            ..Default::default()
+        };
+        let job = Job {
+            ctx: &ctx,
+            backups: &backups,
+            generation,
+            tenant,
+            files: files.clone(),
+            prev: None,
+            run_id: &run_id,
+            opts: &opts,
+        };
+        let index = generation_index(&job, &link).await?;
+        let (subjects, keys) = erase_subjects(&ctx, tenant, &index, None);
+        let mut held = IdentSet::default();
+        for h in ctx.active_holds(tenant) {
+            if let Some(id) = &h.identifier {
+                held.extend(index.resolve(id));
+            }
+        }
+        let mut stats = GenerationStats {
+            requests_applied: keys.len() as u64,
+            ..Default::default()
+        };
+        let mut by_ds: BTreeMap<String, Vec<DataFrame>> = BTreeMap::new();
+        for f in &files {
+            let Some(ds) = p.datasets.get(&f.dataset) else {
+                continue;
+            };
+            stats.bytes_read += f.size;
+            by_ds
+                .entry(f.dataset.clone())
+                .or_default()
+                .push(read_full(&backups, &f.path, ds).await?);
+        }
+        for (name, frames) in by_ds {
+            let Some(ds) = p.datasets.get(&name).cloned() else {
+                continue;
+            };
+            let (subjects, kinds, mask, held) = (
+                subjects.clone(),
+                p.identifiers.clone(),
+                p.policies.free_text_mask.clone(),
+                held.clone(),
+            );
+            let (out, st) = crate::runtime::cpu(move || {
+                let df = crate::compact::compact(frames, &ds)?;
+                let m = MentionMatcher::new(&subjects.erase, &kinds);
+                let policy = Policy {
+                    mentions: &m,
+                    mask: &mask,
+                    retention_cutoff: None,
+                    purge: false,
+                    hold_all: false,
+                    held: &held,
+                };
+                apply::apply_dataset(df, &ds, &kinds, &subjects, &policy)
+            })
+            .await
+            .map_err(|e| Error::internal(e.to_string()))?;
+            stats.rows_deleted += st.deleted;
+            stats.rows_redacted += st.redacted;
+            stats.rows_held += st.held;
+            let ds = p
+                .datasets
+                .get(&name)
+                .ok_or_else(|| Error::internal("dataset vanished"))?;
+            let bytes = encode(&p, ds, tenant, out).await?;
+            stats.bytes_written += bytes.len() as u64;
+            stats.files_rewritten += 1;
+            dest.put(&format!("{name}/tenant={tenant}/part-00000.parquet"), bytes)
+                .await?;
+        }
+        reports.push(GenerationReport {
+            generation: generation.to_string(),
+            tenant: tenant.clone(),
+            status: GenerationStatus::Rewritten,
+            stats,
+            holds: Vec::new(),
+            error: None,
+            exit_code: None,
+        });
+    }
+    let mut totals = GenerationStats::default();
+    for r in &reports {
+        totals.rows_deleted += r.stats.rows_deleted;
+        totals.bytes_written += r.stats.bytes_written;
+        totals.files_rewritten += r.stats.files_rewritten;
+    }
+    Ok(BackupReport {
+        run_id,
+        dry_run: false,
+        window_start: String::new(),
+        generations: reports,
+        totals,
+    })
+}
+
+/// Checks the live files of every generation inside the window for surviving erased people
+/// (held rows exempt). Returns findings as (generation, tenant, dataset, rows).
+pub async fn verify(
+    p: Arc<Pipeline>,
+    as_of: Option<i64>,
+    reporter: &dyn Reporter,
+) -> Result<Vec<(String, String, String, u64)>> {
+    let ctx = Context::open_as_of(p.clone(), as_of, reporter).await?;
+    let backups = backups_location(&p)?;
+    let months = p.policies.backup_months.unwrap_or(12);
+    let window_start = add_months(ctx.as_of, -(months as i32));
+    let listed = backups.list("").await?;
+    let generations = group(&p, &listed, &ctx.tenants);
+    let mut findings = Vec::new();
+    for (generation, tenants) in &generations {
+        if generation_time(generation).is_none_or(|t| t < window_start) {
+            continue;
+        }
+        for (tenant, files) in tenants {
+            let prev = latest_manifest(&backups, generation, tenant).await?;
+            let files = live_files(files.clone(), prev.as_ref());
+            let link = linking_exports(&ctx, tenant).await?;
+            let opts = BackupOptions::default();
+            let job = Job {
+                ctx: &ctx,
+                backups: &backups,
+                generation,
+                tenant,
+                files: files.clone(),
+                prev: None,
+                run_id: "verify",
+                opts: &opts,
+            };
+            let index = generation_index(&job, &link).await?;
+            let (subjects, _) = erase_subjects(&ctx, tenant, &index, None);
+            let holds = ctx.active_holds(tenant);
+            let mut held = IdentSet::default();
+            for h in &holds {
+                if let Some(id) = &h.identifier {
+                    held.extend(index.resolve(id));
+                }
+            }
+            let mentions = MentionMatcher::new(&subjects.erase, &p.identifiers);
+            for f in &files {
+                let Some(ds) = p.datasets.get(&f.dataset) else {
+                    continue;
+                };
+                if ds.retain.is_some()
+                    || holds.iter().any(|h| {
+                        h.identifier.is_none() && h.dataset.as_ref().is_none_or(|d| d == &ds.name)
+                    })
+                {
+                    continue;
+                }
+                let df = read_full(&backups, &f.path, ds).await?;
+                let norm = NormalizedFrame::build(&df, ds, &p.identifiers)
+                    .map_err(|e| Error::internal(e.to_string()))?;
+                let hits = norm.matches(&subjects.erase, None);
+                let held_rows = norm.matches(&held, None);
+                let mut n = hits
+                    .iter()
+                    .zip(&held_rows)
+                    .filter(|(h, k)| **h && !**k)
+                    .count() as u64;
+                for c in ds.free_text_columns() {
+                    let s = df
+                        .column(&c.name)
+                        .map_err(|e| Error::internal(e.to_string()))?
+                        .as_materialized_series()
+                        .clone();
+                    let ca = s.str().map_err(|e| Error::internal(e.to_string()))?;
+                    n += ca
+                        .iter()
+                        .zip(&held_rows)
+                        .filter(|(t, k)| !**k && t.is_some_and(|t| mentions.finds(t)))
+                        .count() as u64;
+                }
+                if n > 0 {
+                    findings.push((generation.clone(), tenant.clone(), f.dataset.clone(), n));
+                }
+            }
+        }
+    }
+    Ok(findings)
+}

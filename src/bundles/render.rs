@@ -1,0 +1,492 @@
+//! What a bundle looks like to the person who receives it: rows rendered as JSON lines and CSV,
+//! the bundle manifest, and a README generated from the schema's descriptions. Pure functions.
+//!
+//! Values are rendered the same way in both formats, so the CSV and JSON of a bundle say the same
+//! thing: timestamps as RFC 3339 UTC (`2026-11-08T15:33:44Z`), dates as `YYYY-MM-DD`, lists as
+//! JSON arrays (in CSV, the array's JSON text in one cell), missing values as JSON `null` and an
+//! empty CSV cell.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::spec::{ColumnType, Dataset, OnErase, Pipeline};
+
+/// One column of a frame, read as its schema type.
+enum Cells {
+    Str(StringChunked),
+    Int(Int64Chunked),
+    Float(Float64Chunked),
+    Bool(BooleanChunked),
+    /// Microseconds since the epoch, UTC.
+    Timestamp(Int64Chunked),
+    /// Days since the epoch.
+    Date(Int32Chunked),
+    List(ListChunked),
+}
+
+impl Cells {
+    fn of(s: &Series, ty: ColumnType) -> PolarsResult<Cells> {
+        Ok(match ty {
+            ColumnType::String => Cells::Str(s.cast(&DataType::String)?.str()?.clone()),
+            ColumnType::Int => Cells::Int(s.cast(&DataType::Int64)?.i64()?.clone()),
+            ColumnType::Float => Cells::Float(s.cast(&DataType::Float64)?.f64()?.clone()),
+            ColumnType::Bool => Cells::Bool(s.cast(&DataType::Boolean)?.bool()?.clone()),
+            ColumnType::Timestamp => Cells::Timestamp(s.cast(&DataType::Int64)?.i64()?.clone()),
+            ColumnType::Date => Cells::Date(s.cast(&DataType::Int32)?.i32()?.clone()),
+            ColumnType::ListString => Cells::List(
+                s.cast(&DataType::List(Box::new(DataType::String)))?
+                    .list()?
+                    .clone(),
+            ),
+        })
+    }
+
+    fn value(&self, i: usize) -> Value {
+        match self {
+            Cells::Str(c) => c.get(i).map_or(Value::Null, |v| Value::String(v.into())),
+            Cells::Int(c) => c.get(i).map_or(Value::Null, Value::from),
+            Cells::Float(c) => c.get(i).map_or(Value::Null, Value::from),
+            Cells::Bool(c) => c.get(i).map_or(Value::Null, Value::Bool),
+            Cells::Timestamp(c) => c
+                .get(i)
+                .map_or(Value::Null, |v| Value::String(timestamp(v))),
+            Cells::Date(c) => c.get(i).map_or(Value::Null, |v| Value::String(date(v))),
+            Cells::List(c) => match c.get_as_series(i) {
+                None => Value::Null,
+                Some(s) => Value::Array(
+                    s.str()
+                        .map(|ca| {
+                            ca.iter()
+                                .map(|x| x.map_or(Value::Null, |v| Value::String(v.into())))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                ),
+            },
+        }
+    }
+}
+
+/// RFC 3339 in UTC, with a fraction only when there is one.
+pub fn timestamp(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        .unwrap_or_else(|| micros.to_string())
+}
+
+fn date(days: i32) -> String {
+    chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
+        .and_then(|d| d.checked_add_signed(chrono::Duration::days(i64::from(days))))
+        .map(|d| d.to_string())
+        .unwrap_or_else(|| days.to_string())
+}
+
+/// The CSV header line of a dataset: its columns in schema order.
+pub fn csv_header(ds: &Dataset) -> Vec<u8> {
+    let mut line = ds
+        .columns
+        .keys()
+        .map(|k| csv_field(k))
+        .collect::<Vec<_>>()
+        .join(",");
+    line.push_str("\r\n");
+    line.into_bytes()
+}
+
+/// RFC 4180: quote a field holding a separator, quote or line break; also one with surrounding
+/// spaces, so that a reader that trims unquoted fields keeps the value as held.
+fn csv_field(s: &str) -> Cow<'_, str> {
+    let needs = s.contains([',', '"', '\n', '\r'])
+        || s.starts_with(char::is_whitespace)
+        || s.ends_with(char::is_whitespace);
+    if needs {
+        Cow::Owned(format!("\"{}\"", s.replace('"', "\"\"")))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+fn csv_cell(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => csv_field(s).into_owned(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        other => csv_field(&other.to_string()).into_owned(),
+    }
+}
+
+/// Rows of `df` (a frame of `ds`) as JSON lines and CSV lines (no header), appended to `json`
+/// and `csv` when given.
+pub fn render_rows(
+    df: &DataFrame,
+    ds: &Dataset,
+    mut json: Option<&mut Vec<u8>>,
+    mut csv: Option<&mut Vec<u8>>,
+) -> PolarsResult<()> {
+    let cols: Vec<(&str, Cells)> = ds
+        .columns
+        .values()
+        .map(|c| {
+            Ok((
+                c.name.as_str(),
+                Cells::of(df.column(&c.name)?.as_materialized_series(), c.ty)?,
+            ))
+        })
+        .collect::<PolarsResult<_>>()?;
+    for i in 0..df.height() {
+        let values: Vec<Value> = cols.iter().map(|(_, c)| c.value(i)).collect();
+        if let Some(out) = json.as_deref_mut() {
+            let obj: serde_json::Map<String, Value> = cols
+                .iter()
+                .zip(values.iter())
+                .map(|((name, _), v)| ((*name).to_string(), v.clone()))
+                .collect();
+            // Serializing a `Value` to a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, &Value::Object(obj));
+            out.push(b'\n');
+        }
+        if let Some(out) = csv.as_deref_mut() {
+            let line = values.iter().map(csv_cell).collect::<Vec<_>>().join(",");
+            out.extend_from_slice(line.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    Ok(())
+}
+
+/// What a bundle says about the person, in its manifest and README.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Data about the person was found and is in the bundle.
+    Data,
+    /// An erasure request for the same person has been carried out in the snapshot; the bundle
+    /// holds only what a legal obligation keeps (if anything).
+    Erased {
+        erased_on: String,
+        erase_request_id: String,
+    },
+    /// Nothing in the snapshot carries any of the person's identifiers.
+    NotFound,
+}
+
+impl Outcome {
+    /// One line for the manifest and the README.
+    pub fn note(&self, rows: u64) -> String {
+        match self {
+            Outcome::Data => format!("{rows} record(s) held about you"),
+            Outcome::Erased { erased_on, .. } if rows == 0 => {
+                format!("no data held: erased on {erased_on}")
+            }
+            Outcome::Erased { erased_on, .. } => format!(
+                "erased on {erased_on}; {rows} record(s) are still held because a legal obligation requires it"
+            ),
+            Outcome::NotFound => "no data found".to_string(),
+        }
+    }
+}
+
+/// One file of a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleFile {
+    /// Path inside the bundle folder (or, for the zip, relative to the outputs location).
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleDataset {
+    pub rows: u64,
+    /// Rows the person only appears in as a recipient (others' identifiers masked).
+    pub shared_rows: u64,
+    pub files: Vec<String>,
+}
+
+/// The snapshot a bundle was read from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRef {
+    pub sequence: u64,
+    pub run_id: String,
+    pub committed_at: String,
+}
+
+/// `manifest.json` of a bundle. Holds no identifiers: request id, counts and checksums only (the
+/// requested identifier appears as its keyed hash, as in the snapshot's manifest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleManifest {
+    pub format: u32,
+    pub engine_version: String,
+    pub request_id: String,
+    pub tenant: String,
+    /// Bundle folder name (`<request>` or `<request>~<generation>`).
+    pub folder: String,
+    pub generation: u32,
+    pub generated_at: String,
+    pub received_at: Option<String>,
+    pub pipeline: String,
+    pub spec_hash: String,
+    pub snapshot: SnapshotRef,
+    pub identifier_hash: String,
+    /// How many identifiers the request resolved to.
+    pub identifiers_resolved: usize,
+    pub outcome: Outcome,
+    pub note: String,
+    pub datasets: BTreeMap<String, BundleDataset>,
+    /// Every file of the folder but this manifest, with its SHA-256.
+    pub files: Vec<BundleFile>,
+    /// The zip of the folder; absent in the copy of the manifest inside the zip (a file cannot
+    /// hold its own checksum).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub zip: Option<BundleFile>,
+}
+
+/// The README of a bundle: what each file and field means and why it is held, from the schema's
+/// dataset and column descriptions, categories and legal bases.
+pub fn readme(p: &Pipeline, m: &BundleManifest, redacted: &str) -> String {
+    let mut s = String::new();
+    let rows: u64 = m.datasets.values().map(|d| d.rows).sum();
+    let _ = writeln!(s, "# Your data held by {}\n", m.tenant);
+    let _ = writeln!(
+        s,
+        "This folder is the answer to your access request `{}`{}. It holds a copy of every record \
+         that **{}** (the controller of your data) keeps about you on the {} platform, found \
+         through every email address, phone number and id linked to you, as of {} (snapshot {}).\n",
+        m.request_id,
+        m.received_at
+            .as_deref()
+            .map(|r| format!(", received {}", &r[..r.len().min(10)]))
+            .unwrap_or_default(),
+        m.tenant,
+        p.name,
+        m.snapshot.committed_at,
+        m.snapshot.sequence,
+    );
+    let _ = writeln!(s, "**Result: {}.**\n", m.note);
+    if let Outcome::Erased { .. } = m.outcome {
+        let _ = writeln!(
+            s,
+            "Your data was erased at your request. Records that a legal obligation requires \
+             us to keep are listed below with that obligation; everything else is gone.\n"
+        );
+    }
+    let _ = writeln!(s, "## Files\n");
+    let _ = writeln!(
+        s,
+        "Each kind of record is in one file per format: `.jsonl` (JSON lines: one JSON object \
+         per line), `.csv` (comma-separated, header first; lists are written as JSON arrays) \
+         and, when asked for, `.parquet`. Times are UTC (RFC 3339). `manifest.json` lists every \
+         file with its SHA-256 checksum.\n"
+    );
+    let _ = writeln!(s, "| records | rows | files |\n|---|---:|---|");
+    for (name, d) in &m.datasets {
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {} |",
+            d.rows,
+            d.files
+                .iter()
+                .map(|f| format!("`{f}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let _ = writeln!(s);
+    for ds in p.tenant_datasets() {
+        let Some(d) = m.datasets.get(&ds.name) else {
+            continue;
+        };
+        let _ = writeln!(s, "## {}\n", ds.name);
+        let _ = writeln!(s, "{}\n", ds.description.trim());
+        if !ds.categories.is_empty() {
+            let _ = writeln!(
+                s,
+                "- Categories of personal data: {}.",
+                ds.categories.join(", ")
+            );
+        }
+        match &ds.retain {
+            Some(basis) => {
+                let _ = writeln!(
+                    s,
+                    "- Why it is held: {basis}. This obligation applies even after an erasure request."
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "- Why it is held: to provide the service {} uses to talk to you; it is \
+                     deleted when you ask for erasure or when its retention period ends.",
+                    m.tenant
+                );
+            }
+        }
+        let _ = writeln!(s, "- Records about you: {}.", d.rows);
+        let redact_cols: Vec<&str> = ds
+            .identifier_columns()
+            .filter(|c| c.on_erase == Some(OnErase::Redact))
+            .map(|c| c.name.as_str())
+            .collect();
+        if !redact_cols.is_empty() {
+            let _ = writeln!(
+                s,
+                "- In records you only received or were copied on ({} of them), other people's \
+                 values in {} are shown as `{redacted}`: those values are their personal data, \
+                 not yours.",
+                d.shared_rows,
+                redact_cols
+                    .iter()
+                    .map(|c| format!("`{c}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        let _ = writeln!(s, "\n| field | type | meaning |\n|---|---|---|");
+        for c in ds.columns.values() {
+            let ty = match c.ty {
+                ColumnType::String => "text",
+                ColumnType::Int => "integer",
+                ColumnType::Float => "number",
+                ColumnType::Bool => "true/false",
+                ColumnType::Timestamp => "time (UTC)",
+                ColumnType::Date => "date",
+                ColumnType::ListString => "list of text",
+            };
+            let mut meaning = c.description.trim().to_string();
+            if let Some(kind) = &c.identifier {
+                let _ = write!(meaning, " (identifies a person by {kind})");
+            }
+            let _ = writeln!(
+                s,
+                "| `{}` | {ty} | {} |",
+                c.name,
+                meaning.replace('|', "\\|")
+            );
+        }
+        let _ = writeln!(s);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipeline() -> Pipeline {
+        crate::spec::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/pipelines/helpdesk.yaml"
+        )))
+        .unwrap()
+    }
+
+    #[test]
+    fn json_and_csv_say_the_same() {
+        let p = pipeline();
+        let ds = p.datasets.get("emails").unwrap();
+        let mut df = df!(
+            "message_id" => ["m1"],
+            "thread_id" => ["t1"],
+            "contact_id" => [None::<&str>],
+            "direction" => ["inbound"],
+            "from_addr" => [" Ann@X.example"],
+            "subject" => ["Hi, \"you\""],
+            "body" => ["line 1\nline 2"],
+            "sent_at" => [1_762_616_024_000_000i64],
+            "updated_at" => [1_762_616_024_500_000i64],
+        )
+        .unwrap();
+        let l: ListChunked = [Some(Series::new("".into(), ["b@x.example", "[redacted]"]))]
+            .into_iter()
+            .collect();
+        df.with_column(l.with_name("to_addrs".into()).into_column())
+            .unwrap();
+        let l: ListChunked = [None::<Series>].into_iter().collect();
+        df.with_column(
+            l.cast(&DataType::List(Box::new(DataType::String)))
+                .unwrap()
+                .with_name("cc_addrs".into())
+                .into_column(),
+        )
+        .unwrap();
+        let df = crate::conform::conform(df, ds, "t").unwrap();
+        let (mut json, mut csv) = (Vec::new(), Vec::new());
+        render_rows(&df, ds, Some(&mut json), Some(&mut csv)).unwrap();
+        let v: Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(v["from_addr"], " Ann@X.example", "values as held");
+        assert_eq!(v["contact_id"], Value::Null);
+        assert_eq!(v["to_addrs"][1], "[redacted]");
+        assert_eq!(v["sent_at"], "2025-11-08T15:33:44Z");
+        assert_eq!(v["updated_at"], "2025-11-08T15:33:44.500Z");
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ds.columns.keys().collect::<Vec<_>>(), "schema order");
+        let csv = String::from_utf8(csv).unwrap();
+        assert_eq!(
+            csv,
+            "m1,t1,,inbound,\" Ann@X.example\",\"[\"\"b@x.example\"\",\"\"[redacted]\"\"]\",,\
+             \"Hi, \"\"you\"\"\",\"line 1\nline 2\",2025-11-08T15:33:44Z,2025-11-08T15:33:44.500Z\r\n"
+        );
+        assert!(String::from_utf8(csv_header(ds)).unwrap().starts_with("message_id,thread_id,"));
+    }
+
+    #[test]
+    fn readme_explains_fields_and_reasons() {
+        let p = pipeline();
+        let mut datasets = BTreeMap::new();
+        for ds in p.tenant_datasets() {
+            datasets.insert(
+                ds.name.clone(),
+                BundleDataset {
+                    rows: 0,
+                    shared_rows: 0,
+                    files: vec![format!("{}.jsonl", ds.name)],
+                },
+            );
+        }
+        datasets.get_mut("invoices").unwrap().rows = 2;
+        let m = BundleManifest {
+            format: 1,
+            engine_version: "t".into(),
+            request_id: "REQ-1".into(),
+            tenant: "acme".into(),
+            folder: "REQ-1".into(),
+            generation: 1,
+            generated_at: "2026-11-29T00:00:00Z".into(),
+            received_at: Some("2026-11-20T10:00:00+00:00".into()),
+            pipeline: "helpdesk".into(),
+            spec_hash: "h".into(),
+            snapshot: SnapshotRef {
+                sequence: 3,
+                run_id: "r".into(),
+                committed_at: "2026-11-28T02:30:00Z".into(),
+            },
+            identifier_hash: "x".into(),
+            identifiers_resolved: 1,
+            outcome: Outcome::Erased {
+                erased_on: "2026-11-09".into(),
+                erase_request_id: "REQ-0".into(),
+            },
+            note: String::new(),
+            datasets,
+            files: vec![],
+            zip: None,
+        };
+        let m = BundleManifest {
+            note: m.outcome.note(2),
+            ..m
+        };
+        let text = readme(&p, &m, "[redacted]");
+        assert!(text.contains("erased on 2026-11-09"), "{text}");
+        assert!(text.contains("GDPR Art. 17(3)(b)"), "legal basis: {text}");
+        assert!(text.contains("communications content"), "categories");
+        assert!(text.contains("| `cc_addrs` | list of text | Copied addresses."), "{text}");
+        assert!(text.contains("`[redacted]`"));
+        assert_eq!(Outcome::NotFound.note(0), "no data found");
+    }
+}

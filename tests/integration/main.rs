@@ -1,6 +1,7 @@
 //! The one integration test binary: storage conformance on every backend, the CLI contract,
 //! and end-to-end pipeline runs (local disk and the S3 server started by scripts/test.sh).
 
+mod backups;
 mod cli;
 mod common;
 mod pipeline;

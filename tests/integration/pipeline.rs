@@ -80,7 +80,7 @@ fn manifests(outputs: &Path) -> Vec<PathBuf> {
 
 /// Erased identifiers, normalized independently of lethe's code: emails lowercased, phones as
 /// their last 10 digits.
-fn erased_plain(ledger_dir: &Path) -> Vec<(String, String, String)> {
+pub fn erased_plain(ledger_dir: &Path) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(ledger_dir).unwrap().flatten() {
         let p = e.path();
@@ -158,61 +158,69 @@ fn assert_no_erased(outputs: &Path, ledger: &Path) {
         for ds in ["contacts", "emails", "sms", "calls"] {
             for f in m["datasets"][ds]["files"].as_array().unwrap() {
                 let path = outputs.join(f["path"].as_str().unwrap());
-                let df = ParquetReader::new(std::fs::File::open(&path).unwrap())
-                    .finish()
-                    .unwrap();
-                for c in df.columns() {
-                    let s = c
-                        .as_materialized_series()
-                        .cast(&DataType::String)
-                        .unwrap_or_else(|_| c.as_materialized_series().clone());
-                    let vals: Vec<String> = match s.dtype() {
-                        DataType::List(_) => s
-                            .list()
-                            .unwrap()
-                            .amortized_iter()
-                            .flatten()
-                            .flat_map(|x| {
-                                x.as_ref()
-                                    .str()
-                                    .unwrap()
-                                    .iter()
-                                    .flatten()
-                                    .map(str::to_string)
-                                    .collect::<Vec<_>>()
-                            })
-                            .collect(),
-                        DataType::String => s
-                            .str()
-                            .unwrap()
-                            .iter()
-                            .flatten()
-                            .map(str::to_string)
-                            .collect(),
-                        _ => continue,
-                    };
-                    for v in vals {
-                        let lower = v.to_lowercase();
-                        let digits: String = v.chars().filter(|c| c.is_ascii_digit()).collect();
-                        for (et, k, e) in &erased {
-                            if *et != tenant {
-                                continue;
-                            }
-                            match k.as_str() {
-                                "email" => assert!(
-                                    !lower.contains(e.as_str()),
-                                    "erased email survives in {tenant}/{ds}/{}",
-                                    c.name()
-                                ),
-                                "phone" => assert!(
-                                    !(digits.len() <= 13 && digits.ends_with(e.as_str())),
-                                    "erased phone survives in {tenant}/{ds}/{}",
-                                    c.name()
-                                ),
-                                _ => {}
-                            }
-                        }
-                    }
+                assert_file_has_no_erased(&path, &tenant, &erased);
+            }
+        }
+    }
+}
+
+/// Fails when any string or list column of the Parquet file at `path` holds an erased email
+/// (any case) or phone (any format) of `tenant`.
+pub fn assert_file_has_no_erased(path: &Path, tenant: &str, erased: &[(String, String, String)]) {
+    let df = ParquetReader::new(std::fs::File::open(path).unwrap())
+        .finish()
+        .unwrap();
+    for c in df.columns() {
+        let s = c
+            .as_materialized_series()
+            .cast(&DataType::String)
+            .unwrap_or_else(|_| c.as_materialized_series().clone());
+        let vals: Vec<String> = match s.dtype() {
+            DataType::List(_) => s
+                .list()
+                .unwrap()
+                .amortized_iter()
+                .flatten()
+                .flat_map(|x| {
+                    x.as_ref()
+                        .str()
+                        .unwrap()
+                        .iter()
+                        .flatten()
+                        .map(str::to_string)
+                        .collect::<Vec<_>>()
+                })
+                .collect(),
+            DataType::String => s
+                .str()
+                .unwrap()
+                .iter()
+                .flatten()
+                .map(str::to_string)
+                .collect(),
+            _ => continue,
+        };
+        for v in vals {
+            let lower = v.to_lowercase();
+            let digits: String = v.chars().filter(|c| c.is_ascii_digit()).collect();
+            for (et, k, e) in erased {
+                if et != tenant {
+                    continue;
+                }
+                match k.as_str() {
+                    "email" => assert!(
+                        !lower.contains(e.as_str()),
+                        "erased email survives in {} column {}",
+                        path.display(),
+                        c.name()
+                    ),
+                    "phone" => assert!(
+                        !(digits.len() <= 13 && digits.ends_with(e.as_str())),
+                        "erased phone survives in {} column {}",
+                        path.display(),
+                        c.name()
+                    ),
+                    _ => {}
                 }
             }
         }
@@ -461,7 +469,7 @@ fn nightly_run_on_s3() {
     );
 }
 
-fn walk(dir: &Path) -> Vec<PathBuf> {
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {
         let p = e.path();

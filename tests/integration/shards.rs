@@ -344,6 +344,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 fn sharded_run_equals_single_run_on_local_disk() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
+    // Seed 21 spreads the six tenants over all three shards.
     let tenants = sample(&data, 21);
     sharded_equals_single(
         tmp.path(),
@@ -363,6 +364,7 @@ fn sharded_run_equals_single_run_on_s3() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
+    // Seed 22 leaves shard 2 without tenants: an idle shard must still exit 0.
     let tenants = sample(&data, 22);
     // Only the inputs a run reads go up: exports and ledger.
     let rt = lethe::runtime::Runtime::new().unwrap();

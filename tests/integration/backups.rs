@@ -1,0 +1,327 @@
+//! Backups and retention end to end: rewrites that leave untouched files byte-identical, expiry,
+//! legal holds, restore without resurrection, closed tenants; on local disk and the S3 server.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::common;
+use crate::pipeline::{
+    assert_file_has_no_erased, erased_plain, lethe, small_sample, text, walk, write_pipeline,
+};
+
+const AS_OF: &str = "2026-11-29";
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    data: PathBuf,
+    spec: PathBuf,
+}
+
+fn setup(seed: u64) -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    small_sample(&data, seed);
+    let spec = write_pipeline(
+        tmp.path(),
+        &data.join("exports").display().to_string(),
+        &data.join("ledger").display().to_string(),
+        &tmp.path().join("out").display().to_string(),
+    );
+    // write_pipeline points backups at <dir>/backups: move the generated ones there.
+    std::fs::rename(data.join("backups"), tmp.path().join("backups")).unwrap();
+    Setup {
+        data,
+        spec,
+        _tmp: tmp,
+    }
+}
+
+fn backups_dir(s: &Setup) -> PathBuf {
+    s.spec.parent().unwrap().join("backups")
+}
+
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    walk(dir)
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().contains("_lethe"))
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect()
+}
+
+fn tenants(data: &Path) -> Vec<(String, String, String)> {
+    std::fs::read_to_string(data.join("exports/tenants/tenants.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let c: Vec<&str> = l.split(',').collect();
+            (c[0].to_string(), c[3].to_string(), c[4].to_string())
+        })
+        .collect()
+}
+
+fn tenant_of(path: &Path) -> String {
+    path.to_string_lossy()
+        .split("tenant=")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn backup_rewrite_erases_prunes_expires_and_is_idempotent() {
+    let s = setup(21);
+    let spec = s.spec.to_str().unwrap();
+    let before = snapshot(&backups_dir(&s));
+    let o = lethe(&["backups", spec, "--as-of", AS_OF], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let after = snapshot(&backups_dir(&s));
+
+    // Expired generations (older than 12 months) are gone.
+    assert!(
+        before
+            .keys()
+            .any(|p| p.to_string_lossy().contains("/2025-10-01/"))
+    );
+    assert!(
+        !after
+            .keys()
+            .any(|p| p.to_string_lossy().contains("/2025-10-01/"))
+    );
+    // Files kept at their path are byte-identical; rewritten ones are new paths.
+    let mut untouched = 0;
+    for (p, b) in &after {
+        if let Some(old) = before.get(p) {
+            assert_eq!(old, b, "{} changed in place", p.display());
+            untouched += 1;
+        } else {
+            assert!(
+                p.to_string_lossy().contains(".lethe-"),
+                "unexpected file {}",
+                p.display()
+            );
+        }
+    }
+    assert!(untouched > 0, "some files hold no erased person and stay");
+
+    // No erased person survives in any live backup file.
+    let erased = erased_plain(&s.data.join("ledger"));
+    for p in after.keys() {
+        if !p.to_string_lossy().contains("/invoices/") {
+            assert_file_has_no_erased(p, &tenant_of(p), &erased);
+        }
+    }
+    let o = lethe(&["verify", spec, "--backups", "--as-of", AS_OF], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // Nothing new: nothing changes.
+    let o = lethe(&["backups", spec, "--as-of", AS_OF], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(snapshot(&backups_dir(&s)), after);
+
+    // A new erasure for one tenant: the other tenants' files stay byte-identical, and files
+    // lethe wrote are judged from their footer alone.
+    let (t, _, _) = tenants(&s.data)[0].clone();
+    std::fs::write(
+        s.data.join("ledger/late.csv"),
+        format!(
+            "request_id,tenant_id,kind,identifier_kind,identifier,received_at,field,value\nL-1,{t},erase,contact_id,C-10005,2026-11-28T00:00:00Z,,\n"
+        ),
+    )
+    .unwrap();
+    let report = s.spec.parent().unwrap().join("backups-report.json");
+    let o = lethe(
+        &[
+            "backups",
+            spec,
+            "--as-of",
+            AS_OF,
+            "--report",
+            report.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    for g in r["generations"].as_array().unwrap() {
+        if g["tenant"] != t.as_str() {
+            assert_eq!(g["status"], "unchanged", "{g}");
+        }
+    }
+    let again = snapshot(&backups_dir(&s));
+    for (p, b) in &after {
+        if tenant_of(p) != t {
+            assert_eq!(again.get(p), Some(b), "{} changed", p.display());
+        }
+    }
+}
+
+#[test]
+fn holds_keep_what_they_cover() {
+    let s = setup(22);
+    let (t, _, _) = tenants(&s.data)[0].clone();
+    let holds = s.spec.parent().unwrap().join("holds.yaml");
+    std::fs::write(
+        &holds,
+        format!("- id: CASE-1\n  reason: litigation\n  tenant: {t}\n  dataset: calls\n"),
+    )
+    .unwrap();
+    let spec_text = std::fs::read_to_string(&s.spec).unwrap();
+    let spec_text = spec_text.replace(
+        &crate::pipeline::repo()
+            .join("sample-data/holds.yaml")
+            .display()
+            .to_string(),
+        &holds.display().to_string(),
+    );
+    std::fs::write(&s.spec, spec_text).unwrap();
+    let spec = s.spec.to_str().unwrap();
+    let old_calls: Vec<PathBuf> = walk(&backups_dir(&s))
+        .into_iter()
+        .filter(|p| {
+            let l = p.to_string_lossy();
+            l.contains("/2025-10-01/calls/") && l.contains(&format!("tenant={t}/"))
+        })
+        .collect();
+    assert!(!old_calls.is_empty());
+    let o = lethe(&["backups", spec, "--as-of", AS_OF], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("held by CASE-1"),
+        "{}",
+        text(&o)
+    );
+    for p in &old_calls {
+        assert!(p.exists(), "held backup {} was expired", p.display());
+    }
+    // Other datasets of the same expired generation are gone.
+    assert!(!walk(&backups_dir(&s)).iter().any(|p| {
+        let l = p.to_string_lossy();
+        l.contains("/2025-10-01/emails/") && l.contains(&format!("tenant={t}/"))
+    }));
+}
+
+#[test]
+fn restore_never_resurrects_an_erased_person() {
+    let s = setup(23);
+    let spec = s.spec.to_str().unwrap();
+    let dest = s.spec.parent().unwrap().join("restored");
+    let o = lethe(
+        &[
+            "restore",
+            spec,
+            "--generation",
+            "2026-01-01",
+            "--to",
+            dest.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let erased = erased_plain(&s.data.join("ledger"));
+    let files = walk(&dest);
+    assert!(!files.is_empty());
+    for p in &files {
+        if !p.to_string_lossy().contains("/invoices/") {
+            assert_file_has_no_erased(p, &tenant_of(p), &erased);
+        }
+    }
+    // The backups themselves were only read.
+    let o = lethe(
+        &[
+            "restore",
+            spec,
+            "--generation",
+            "2026-01-01",
+            "--to",
+            backups_dir(&s).join("x").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(64), "{}", text(&o));
+}
+
+#[test]
+fn closed_tenant_content_goes_after_six_months_but_invoices_stay() {
+    let s = setup(24);
+    let spec = s.spec.to_str().unwrap();
+    let o = lethe(&["run", spec, "--as-of", AS_OF], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = s.spec.parent().unwrap().join("out");
+    let closed: Vec<String> = tenants(&s.data)
+        .into_iter()
+        .filter(|(_, status, at)| status == "closed" && at.as_str() < "2026-05-29")
+        .map(|(t, _, _)| t)
+        .collect();
+    assert!(
+        !closed.is_empty(),
+        "the sample has a tenant closed over 6 months ago"
+    );
+    for t in closed {
+        let dir = out.join(format!("tenants/{t}/_manifests"));
+        let m = walk(&dir).pop().unwrap();
+        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(m).unwrap()).unwrap();
+        for ds in ["contacts", "emails", "sms", "calls"] {
+            assert_eq!(m["datasets"][ds]["rows"], 0, "{t}/{ds} kept after closure");
+        }
+        assert!(
+            m["datasets"]["invoices"]["rows"].as_u64().unwrap() > 0,
+            "invoices are kept 10 years"
+        );
+    }
+}
+
+#[test]
+fn backups_on_s3() {
+    let prefix = common::unique("backups");
+    let Some(base) = common::s3_location(&prefix) else {
+        return;
+    };
+    let s = setup(25);
+    let rt = lethe::runtime::Runtime::new().unwrap();
+    let dest = lethe::storage::Location::parse(&base, Path::new(".")).unwrap();
+    let root = s.spec.parent().unwrap().to_path_buf();
+    rt.block_on(async {
+        for f in walk(&root.join("backups")).into_iter().chain(walk(&s.data)) {
+            let rel = if f.starts_with(root.join("backups")) {
+                format!(
+                    "backups/{}",
+                    f.strip_prefix(root.join("backups")).unwrap().display()
+                )
+            } else {
+                f.strip_prefix(&s.data).unwrap().display().to_string()
+            };
+            dest.put(&rel, bytes::Bytes::from(std::fs::read(&f).unwrap()))
+                .await
+                .unwrap();
+        }
+    });
+    let spec_text = std::fs::read_to_string(&s.spec)
+        .unwrap()
+        .replace(
+            &format!("{}/backups", root.display()),
+            &format!("{base}/backups"),
+        )
+        .replace(
+            &s.data.join("exports").display().to_string(),
+            &format!("{base}/exports"),
+        )
+        .replace(
+            &s.data.join("ledger").display().to_string(),
+            &format!("{base}/ledger"),
+        );
+    std::fs::write(&s.spec, spec_text).unwrap();
+    let spec = s.spec.to_str().unwrap();
+    let o = lethe(&["backups", spec, "--as-of", AS_OF], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = lethe(&["verify", spec, "--backups", "--as-of", AS_OF], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let listed = rt.block_on(dest.list("backups/2025-10-01/")).unwrap();
+    assert!(listed.is_empty(), "expired generation is gone from S3");
+}

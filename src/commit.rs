@@ -131,7 +131,15 @@ pub async fn commit(outputs: &Location, m: &Manifest) -> Result<String> {
     let path = manifest_path(&m.tenant, m.sequence);
     let body = serde_json::to_vec_pretty(m)
         .map_err(|e| Error::internal(format!("manifest encoding: {e}")))?;
-    if outputs.put_if_absent(&path, Bytes::from(body)).await? {
+    let body = Bytes::from(body);
+    if outputs.put_if_absent(&path, body.clone()).await? {
+        Ok(path)
+    } else if outputs
+        .get_opt(&path)
+        .await?
+        .is_some_and(|existing| existing == body)
+    {
+        // A retried create whose first attempt landed reports "exists": the manifest is ours.
         Ok(path)
     } else {
         Err(Error::CommitConflict {

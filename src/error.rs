@@ -193,10 +193,50 @@ impl Error {
     pub fn polars(path: impl Into<String>, e: polars::error::PolarsError) -> Self {
         Error::BadData {
             path: path.into(),
-            message: e.to_string(),
+            message: redact_values(&e.to_string()),
             hint: "check that the file matches the dataset schema (columns, types) and is not truncated".into(),
         }
     }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Removes quoted fragments from a third-party error message: parsers quote the offending
+/// value, which may be personal data, and lethe's errors never carry personal data.
+pub fn redact_values(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut quote: Option<char> = None;
+    for c in msg.chars() {
+        match quote {
+            Some(q) if c == q => {
+                out.push('…');
+                out.push(c);
+                quote = None;
+            }
+            Some(_) => {}
+            None => {
+                out.push(c);
+                if matches!(c, '"' | '\'' | '`') {
+                    quote = Some(c);
+                }
+            }
+        }
+    }
+    if quote.is_some() {
+        out.push('…');
+    }
+    // Long messages list sample values; the first lines say what went wrong.
+    out.lines().take(3).collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_redacted() {
+        let m = redact_values("could not parse `jane@example.com` as datetime in column 'sent_at'");
+        assert!(!m.contains("jane"), "{m}");
+        assert!(m.contains("could not parse"), "{m}");
+    }
+}

@@ -8,12 +8,14 @@
 
 pub mod apply;
 pub mod backups;
+pub mod bundles;
 pub mod commit;
 pub mod compact;
 pub mod conform;
 pub mod error;
 pub mod exec;
 pub mod fingerprint;
+pub mod gc;
 pub mod hash;
 pub mod identity;
 pub mod ledger;

@@ -166,7 +166,9 @@ impl Matcher {
             if found.is_empty() {
                 continue;
             }
-            let wanted = Series::new(PlSmallStr::EMPTY, found).implode()?.into_series();
+            let wanted = Series::new(PlSmallStr::EMPTY, found)
+                .implode()?
+                .into_series();
             let mask = is_in(&values, &wanted, false)?;
             hits.push(ColumnHits {
                 kind,

@@ -432,7 +432,11 @@ mod tests {
             "m1,t1,,inbound,\" Ann@X.example\",\"[\"\"b@x.example\"\",\"\"[redacted]\"\"]\",,\
              \"Hi, \"\"you\"\"\",\"line 1\nline 2\",2025-11-08T15:33:44Z,2025-11-08T15:33:44.500Z\r\n"
         );
-        assert!(String::from_utf8(csv_header(ds)).unwrap().starts_with("message_id,thread_id,"));
+        assert!(
+            String::from_utf8(csv_header(ds))
+                .unwrap()
+                .starts_with("message_id,thread_id,")
+        );
     }
 
     #[test]
@@ -485,7 +489,10 @@ mod tests {
         assert!(text.contains("erased on 2026-11-09"), "{text}");
         assert!(text.contains("GDPR Art. 17(3)(b)"), "legal basis: {text}");
         assert!(text.contains("communications content"), "categories");
-        assert!(text.contains("| `cc_addrs` | list of text | Copied addresses."), "{text}");
+        assert!(
+            text.contains("| `cc_addrs` | list of text | Copied addresses."),
+            "{text}"
+        );
         assert!(text.contains("`[redacted]`"));
         assert_eq!(Outcome::NotFound.note(0), "no data found");
     }

@@ -17,9 +17,9 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use polars::prelude::*;
 use sha2::{Digest, Sha256};
 
+use super::Formats;
 use super::matcher::ReqIdx;
 use super::render::{self, BundleDataset, BundleFile, BundleManifest};
-use super::Formats;
 use crate::error::{Error, Result};
 use crate::spec::{Dataset, Pipeline};
 
@@ -242,12 +242,15 @@ fn write_zip(path: &Path, m: &BundleManifest, files: &[(String, PathBuf)]) -> Re
     let mut z = zip::ZipWriter::new(io::BufWriter::new(f));
     let manifest = serde_json::to_vec_pretty(m)
         .map_err(|e| Error::internal(format!("bundle manifest encoding: {e}")))?;
-    let mut entries: Vec<(String, Option<&Path>)> = vec![(
-        "README.md".into(),
-        files.first().map(|(_, p)| p.as_path()),
-    )];
+    let mut entries: Vec<(String, Option<&Path>)> =
+        vec![("README.md".into(), files.first().map(|(_, p)| p.as_path()))];
     entries.push(("manifest.json".into(), None));
-    entries.extend(files.iter().skip(1).map(|(n, p)| (n.clone(), Some(p.as_path()))));
+    entries.extend(
+        files
+            .iter()
+            .skip(1)
+            .map(|(n, p)| (n.clone(), Some(p.as_path()))),
+    );
     for (name, src) in entries {
         let large = match src {
             Some(p) => fs::metadata(p).map_err(io("stat", p))?.len() >= u64::from(u32::MAX),
@@ -304,7 +307,8 @@ fn assemble_parquet(parts: &Path, ds: &Dataset, p: &Pipeline, out: &Path) -> Res
             Some(w) => w,
             None => {
                 let f = File::create(out).map_err(io("create", out))?;
-                writer.insert(ArrowWriter::try_new(f, r.schema(), Some(props.clone())).map_err(perr)?)
+                writer
+                    .insert(ArrowWriter::try_new(f, r.schema(), Some(props.clone())).map_err(perr)?)
             }
         };
         for batch in r {

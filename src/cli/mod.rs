@@ -2,6 +2,7 @@
 //! mapping from library errors to exit codes (documented in the README, stable).
 
 mod backups;
+mod gc;
 mod plan;
 mod restore;
 mod run;
@@ -62,6 +63,8 @@ enum Command {
     Backups(backups::Args),
     /// Restore a backup generation to a new location with every erasure re-applied.
     Restore(restore::Args),
+    /// Delete files no live manifest references, after a grace period.
+    Gc(gc::Args),
 }
 
 /// Logs library events through tracing. Events carry no personal data.
@@ -165,6 +168,7 @@ pub fn main() -> i32 {
         Command::Verify(a) => verify::exec(a, &reporter),
         Command::Backups(a) => backups::exec(a, &reporter),
         Command::Restore(a) => restore::exec(a, &reporter),
+        Command::Gc(a) => gc::exec(a, &reporter),
     };
     match result {
         Ok(code) => code,

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use lethe::error::{Error, exit};
+use lethe::error::Error;
 use lethe::exec::{RunOptions, RunReport, TenantStatus};
 use lethe::report::Reporter;
 
@@ -148,10 +148,11 @@ pub fn exec(a: Args, reporter: &dyn Reporter) -> Result<i32, Error> {
         (Some(index), Some(count)) => Some(lethe::exec::Shard { index, count }),
     };
     let rt = super::runtime()?;
+    let p2 = p.clone();
     let report = rt.block_on(lethe::exec::run(
         p,
         RunOptions {
-            tenants: a.tenants,
+            tenants: a.tenants.clone(),
             dry_run: false,
             expect_plan,
             run_id: None,
@@ -161,12 +162,22 @@ pub fn exec(a: Args, reporter: &dyn Reporter) -> Result<i32, Error> {
         reporter,
     ))?;
     print_summary(&report);
+    // Further stages the spec lists, in order, after the snapshot.
+    let mut code = report.exit_code();
+    if p2.stages.contains(&lethe::spec::Stage::Backups) {
+        let opts = lethe::backups::BackupOptions {
+            tenants: a.tenants.clone(),
+            as_of: a.as_of,
+            ..Default::default()
+        };
+        let b = rt.block_on(lethe::backups::run(p2.clone(), opts, reporter))?;
+        super::backups::print(&b);
+        if code == 0 {
+            code = b.exit_code();
+        }
+    }
     if let Some(path) = &a.report {
         super::write_json(path, &report)?;
     }
-    Ok(if report.exit_code() == 0 {
-        exit::OK
-    } else {
-        report.exit_code()
-    })
+    Ok(code)
 }

@@ -97,7 +97,11 @@ pub fn read_frame(bytes: Bytes, path: &str, hints: &ReadHints) -> Result<DataFra
     let decoded = catch_unwind(AssertUnwindSafe(|| decode(format, data, hints)));
     match decoded {
         Ok(Ok(df)) => Ok(df),
-        Ok(Err(e)) => Err(Error::bad_data(path, e.to_string(), hint_for(format))),
+        Ok(Err(e)) => Err(Error::bad_data(
+            path,
+            crate::error::redact_values(&e.to_string()),
+            hint_for(format),
+        )),
         Err(panic) => Err(Error::bad_data(
             path,
             format!(

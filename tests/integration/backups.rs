@@ -325,3 +325,51 @@ fn backups_on_s3() {
     let listed = rt.block_on(dest.list("backups/2025-10-01/")).unwrap();
     assert!(listed.is_empty(), "expired generation is gone from S3");
 }
+
+#[test]
+fn gc_deletes_only_unreferenced_files_after_grace() {
+    let s = setup(26);
+    let spec = s.spec.to_str().unwrap();
+    let out = s.spec.parent().unwrap().join("out");
+    let o = lethe(&["run", spec, "--as-of", AS_OF], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let first: Vec<PathBuf> = walk(&out.join("tenants"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("/snapshots/"))
+        .collect();
+    let (t, _, _) = tenants(&s.data)[0].clone();
+    std::fs::write(
+        s.data.join("ledger/late.csv"),
+        format!("request_id,tenant_id,kind,identifier_kind,identifier,received_at,field,value\nL-1,{t},erase,contact_id,C-10003,2026-11-28T00:00:00Z,,\n"),
+    )
+    .unwrap();
+    let o = lethe(&["run", spec, "--as-of", AS_OF], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // Within the grace period nothing goes.
+    let o = lethe(&["gc", spec, "--as-of", AS_OF], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(first.iter().all(|p| p.exists()));
+    // A dry run lists and keeps.
+    let o = lethe(
+        &["gc", spec, "--grace", "0s", "--dry-run", "--as-of", AS_OF],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("would delete"),
+        "{}",
+        text(&o)
+    );
+    assert!(first.iter().all(|p| p.exists()));
+    let o = lethe(&["gc", spec, "--grace", "0s", "--as-of", AS_OF], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    // The tenant's superseded snapshot files are gone; every live file is still there.
+    assert!(
+        first.iter().any(|p| !p.exists()),
+        "the old snapshot of {t} was collected"
+    );
+    let o = lethe(&["verify", spec], &[]);
+    assert!(o.status.success(), "live files intact: {}", text(&o));
+    assert!(s.data.join("exports").exists(), "inputs untouched");
+}

@@ -1,0 +1,1093 @@
+//! Portability and access bundles: answering every pending `access` request with everything the
+//! tenant holds about the person, machine-readable and self-explaining.
+//!
+//! Bundles are read from each tenant's latest committed snapshot (never from exports, never from
+//! another tenant's files), so a person sees exactly what the platform holds after every erasure,
+//! rectification and opt-out has been applied. All of a tenant's pending requests are answered by
+//! ONE scan of each dataset: requests are resolved through the linking dataset to all of each
+//! person's identifiers, one map from identifier to requests matches every row once, and matching
+//! rows are split per request and appended to that person's files in a local spool as the scan
+//! goes, so a very large history streams rather than sitting in memory.
+//!
+//! Layout under the outputs location, one bundle per request:
+//!
+//! ```text
+//! tenants/<tenant>/bundles/<request>/README.md             what each file and field means, and why it is held
+//! tenants/<tenant>/bundles/<request>/<dataset>.jsonl|.csv  (|.parquet on request)
+//! tenants/<tenant>/bundles/<request>/manifest.json         written last: the bundle's commit
+//! tenants/<tenant>/bundles/<request>.zip                   the folder, with a copy of the manifest
+//! ```
+//!
+//! A bundle is complete once its `manifest.json` exists; it is put with create-if-absent after
+//! every other file, so a crash leaves no bundle that looks answered, and a rerun skips answered
+//! requests. A folder is claimed first (`_claim.json`, create-if-absent) so two exports never
+//! write into the same folder; a retry after a crash, or `--force`, takes the next generation
+//! (`<request>~2`, `~3`, ...) and never overwrites a bundle.
+
+mod matcher;
+mod render;
+mod spool;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use polars::prelude::DataFrame;
+use serde::{Deserialize, Serialize};
+
+pub use matcher::{Matcher, REDACTED, ReqIdx, RequestRows, mask_shared};
+pub use render::{
+    BundleDataset, BundleFile, BundleManifest, Outcome, SnapshotRef, csv_header, readme,
+    render_rows,
+};
+
+use crate::commit::{self, FileEntry, Manifest};
+use crate::error::{Error, Result};
+use crate::exec::Context;
+use crate::hash::sha256_hex;
+use crate::identity::{self, Ident, IdentityIndex};
+use crate::ledger::RequestKind;
+use crate::report::{Event, Reporter};
+use crate::runtime::cpu;
+use crate::spec::{Dataset, Pipeline};
+use crate::storage::{Location, ObjectInfo};
+use spool::Spool;
+
+pub const BUNDLE_FORMAT: u32 = 1;
+const MANIFEST_FILE: &str = "manifest.json";
+const CLAIM_FILE: &str = "_claim.json";
+/// Bundles assembled and uploaded at once (each uploads its files one after another).
+const PUBLISH_CONCURRENCY: usize = 8;
+/// Snapshot files downloaded ahead of the one being scanned.
+const FETCH_AHEAD: usize = 2;
+/// Files larger than this are uploaded in parts, streamed from the spool.
+const MULTIPART_THRESHOLD: u64 = 16 << 20;
+const PART_SIZE: usize = 8 << 20;
+
+/// Which files each dataset gets in a bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Formats {
+    pub json: bool,
+    pub csv: bool,
+    pub parquet: bool,
+}
+
+impl Default for Formats {
+    fn default() -> Self {
+        Formats {
+            json: true,
+            csv: true,
+            parquet: false,
+        }
+    }
+}
+
+impl Formats {
+    /// Parses `json,csv,parquet` (any subset, at least one).
+    pub fn parse(list: &str) -> Result<Formats> {
+        let mut f = Formats {
+            json: false,
+            csv: false,
+            parquet: false,
+        };
+        for item in list.split(',').map(|s| s.trim().to_ascii_lowercase()) {
+            match item.as_str() {
+                "json" | "jsonl" | "ndjson" => f.json = true,
+                "csv" => f.csv = true,
+                "parquet" => f.parquet = true,
+                "" => {}
+                other => {
+                    return Err(Error::Usage {
+                        message: format!(
+                            "unknown bundle format `{other}` (want json, csv and/or parquet, comma-separated)"
+                        ),
+                    });
+                }
+            }
+        }
+        if !(f.json || f.csv || f.parquet) {
+            return Err(Error::Usage {
+                message: "no bundle format given (want json, csv and/or parquet)".into(),
+            });
+        }
+        Ok(f)
+    }
+}
+
+/// A one-off access request not in the ledger (`--subject KIND=VALUE`).
+#[derive(Clone)]
+pub struct Subject {
+    pub identifier_kind: String,
+    /// As given, in any format. Personal data: never logged or reported.
+    pub identifier: String,
+    /// The platform's id for the request; by default `adhoc-<date>-<keyed hash>`, so the same
+    /// subject asked twice on one day is answered once.
+    pub request_id: Option<String>,
+}
+
+impl std::fmt::Debug for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subject")
+            .field("identifier_kind", &self.identifier_kind)
+            .field("request_id", &self.request_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subject {
+    /// Parses `KIND=VALUE`.
+    pub fn parse(s: &str) -> Result<Subject> {
+        match s.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => Ok(Subject {
+                identifier_kind: k.trim().to_string(),
+                identifier: v.to_string(),
+                request_id: None,
+            }),
+            _ => Err(Error::Usage {
+                message: "--subject wants KIND=VALUE, e.g. email=jane@example.com".into(),
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ExportOptions {
+    /// Only these tenants (all when empty).
+    pub tenants: Vec<String>,
+    /// Answer this one-off request (exactly one tenant) instead of the ledger's.
+    pub subject: Option<Subject>,
+    /// Answer requests again even when a bundle exists (in a new generation folder).
+    pub force: bool,
+    pub formats: Formats,
+    /// Override the generated export id (tests).
+    pub export_id: Option<String>,
+    /// Where the local spool goes (default: the system temp dir).
+    pub scratch_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BundleStatus {
+    Written,
+    AlreadyAnswered,
+    Failed,
+}
+
+/// One request's result. No personal data: ids, paths, counts and checksums.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BundleReport {
+    pub request_id: String,
+    pub status: BundleStatus,
+    /// The bundle folder, relative to the outputs location.
+    pub path: Option<String>,
+    pub zip: Option<String>,
+    pub generation: Option<u32>,
+    pub outcome: Option<Outcome>,
+    pub rows: BTreeMap<String, u64>,
+    pub manifest_sha256: Option<String>,
+    pub error: Option<String>,
+    pub exit_code: Option<i32>,
+}
+
+impl BundleReport {
+    fn new(request_id: &str, status: BundleStatus) -> Self {
+        BundleReport {
+            request_id: request_id.to_string(),
+            status,
+            path: None,
+            zip: None,
+            generation: None,
+            outcome: None,
+            rows: BTreeMap::new(),
+            manifest_sha256: None,
+            error: None,
+            exit_code: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantExportStatus {
+    /// Every pending request was answered (or already had been).
+    Done,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TenantExport {
+    pub tenant: String,
+    pub status: TenantExportStatus,
+    pub snapshot_sequence: Option<u64>,
+    pub requests: Vec<BundleReport>,
+    pub files_scanned: usize,
+    pub rows_scanned: u64,
+    pub error: Option<String>,
+    pub exit_code: Option<i32>,
+}
+
+/// Wall time of the two phases, summed over tenants.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Timings {
+    /// Reading, verifying and scanning snapshots, splitting rows into the spool.
+    pub scan_ms: u64,
+    /// Assembling, zipping, uploading and committing bundles.
+    pub publish_ms: u64,
+}
+
+/// What an export did; written to `<outputs>/runs/<export_id>.json` when it wrote a bundle. No
+/// personal data.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExportReport {
+    pub export_id: String,
+    pub pipeline: String,
+    pub spec_hash: String,
+    pub engine_version: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub demo_key: bool,
+    pub formats: Formats,
+    pub force: bool,
+    pub tenants: Vec<TenantExport>,
+    pub timings: Timings,
+}
+
+impl ExportReport {
+    /// 0, or the first failure's exit code.
+    pub fn exit_code(&self) -> i32 {
+        self.tenants
+            .iter()
+            .find_map(|t| {
+                t.exit_code
+                    .or_else(|| t.requests.iter().find_map(|r| r.exit_code))
+            })
+            .unwrap_or(0)
+    }
+
+    pub fn count(&self, status: BundleStatus) -> usize {
+        self.tenants
+            .iter()
+            .flat_map(|t| &t.requests)
+            .filter(|r| r.status == status)
+            .count()
+    }
+}
+
+/// A request to answer, normalized.
+struct Pending {
+    request_id: String,
+    /// Folder name of generation 1 (the request id when it is path-safe).
+    base: String,
+    kind: String,
+    /// Normalized identifier. Personal data: never logged or reported.
+    ident: String,
+    received_at: Option<i64>,
+}
+
+/// The bundle folder name of a request id: the id itself when it is a safe path segment, else
+/// a hash of it (the manifest keeps the real id).
+pub fn folder_base(request_id: &str) -> String {
+    let safe = !request_id.is_empty()
+        && request_id.len() <= 100
+        && !request_id.starts_with('.')
+        && request_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if safe {
+        request_id.to_string()
+    } else {
+        format!("req-{}", &sha256_hex(request_id.as_bytes())[..16])
+    }
+}
+
+/// Generation 1 is `<base>`, later ones `<base>~<n>` (`~` never occurs in a base).
+pub fn folder_name(base: &str, generation: u32) -> String {
+    if generation <= 1 {
+        base.to_string()
+    } else {
+        format!("{base}~{generation}")
+    }
+}
+
+fn parse_folder(name: &str) -> (&str, u32) {
+    if let Some((base, g)) = name.rsplit_once('~')
+        && let Ok(g) = g.parse::<u32>()
+        && g >= 2
+    {
+        return (base, g);
+    }
+    (name, 1)
+}
+
+fn bundles_prefix(tenant: &str) -> String {
+    format!("{}/bundles/", commit::tenant_prefix(tenant))
+}
+
+/// What already exists under a tenant's bundles, from one listing.
+#[derive(Debug, Default)]
+struct Folders {
+    /// base → highest generation with any object (claimed, maybe unfinished).
+    used: HashMap<String, u32>,
+    /// base → highest committed generation (its manifest exists).
+    answered: HashMap<String, u32>,
+}
+
+impl Folders {
+    fn from_listing(listed: &[ObjectInfo], prefix: &str) -> Folders {
+        let mut f = Folders::default();
+        for o in listed {
+            let Some(rest) = o.path.strip_prefix(prefix) else {
+                continue;
+            };
+            let Some((folder, file)) = rest.split_once('/') else {
+                continue;
+            };
+            let (base, g) = parse_folder(folder);
+            let used = f.used.entry(base.to_string()).or_default();
+            *used = (*used).max(g);
+            if file == MANIFEST_FILE {
+                let a = f.answered.entry(base.to_string()).or_default();
+                *a = (*a).max(g);
+            }
+        }
+        f
+    }
+}
+
+fn micros_to_rfc3339(us: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp_micros(us).map(|d| d.to_rfc3339())
+}
+
+/// `lethe export`: answers pending access requests (or a one-off subject) for every tenant.
+pub async fn export(
+    p: Arc<Pipeline>,
+    opts: ExportOptions,
+    reporter: &dyn Reporter,
+) -> Result<ExportReport> {
+    let ctx = Context::open(p, reporter).await?;
+    export_in(&ctx, opts, reporter).await
+}
+
+/// As [`export`], on a context already opened (the `bundles` stage of `lethe run` reuses the
+/// run's registry and ledger).
+pub async fn export_in(
+    ctx: &Context,
+    opts: ExportOptions,
+    reporter: &dyn Reporter,
+) -> Result<ExportReport> {
+    let p = ctx.pipeline.clone();
+    let started_at = chrono::Utc::now();
+    let export_id = opts.export_id.clone().unwrap_or_else(|| {
+        format!(
+            "export-{}-{}",
+            started_at.format("%Y%m%dT%H%M%SZ"),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        )
+    });
+    for t in &opts.tenants {
+        if !ctx.tenants.contains(t) {
+            return Err(Error::Usage {
+                message: format!("tenant `{t}` is not in the tenant registry"),
+            });
+        }
+    }
+    let one_off = match &opts.subject {
+        None => None,
+        Some(s) => {
+            let [tenant] = opts.tenants.as_slice() else {
+                return Err(Error::Usage {
+                    message: "--subject needs exactly one --tenant (the controller asked)".into(),
+                });
+            };
+            let Some(kind) = p.identifiers.get(&s.identifier_kind) else {
+                return Err(Error::Usage {
+                    message: format!(
+                        "unknown identifier kind `{}` (the spec declares {})",
+                        s.identifier_kind,
+                        p.identifiers
+                            .keys()
+                            .map(String::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+            };
+            let ident =
+                identity::parse_requested(kind, &s.identifier).map_err(|why| Error::Usage {
+                    message: format!("--subject: {why}"),
+                })?;
+            let request_id = s.request_id.clone().unwrap_or_else(|| {
+                let h = ctx.keyed.for_tenant(tenant).identifier(&kind.name, &ident);
+                format!("adhoc-{}-{}", started_at.format("%Y%m%d"), &h[..12])
+            });
+            Some(Pending {
+                base: folder_base(&request_id),
+                request_id,
+                kind: kind.name.clone(),
+                ident,
+                received_at: Some(started_at.timestamp_micros()),
+            })
+        }
+    };
+    let mut one_off = one_off;
+    let mut timings = Timings::default();
+    let mut tenants = Vec::new();
+    for t in &ctx.tenants {
+        if !opts.tenants.is_empty() && !opts.tenants.contains(t) {
+            continue;
+        }
+        let pending: Vec<Pending> = match one_off.take() {
+            Some(s) => vec![s],
+            None if opts.subject.is_some() => continue,
+            None => ctx
+                .ledger
+                .for_tenant(t)
+                .filter(|r| r.kind == RequestKind::Access)
+                .map(|r| Pending {
+                    base: folder_base(&r.id),
+                    request_id: r.id.clone(),
+                    kind: r.identifier_kind.clone(),
+                    ident: r.identifier.clone(),
+                    received_at: Some(r.received_at),
+                })
+                .collect(),
+        };
+        if pending.is_empty() {
+            continue;
+        }
+        reporter.report(Event::TenantStarted { tenant: t.clone() });
+        match export_tenant(ctx, t, pending, &opts, &export_id, reporter, &mut timings).await {
+            Ok(r) => {
+                reporter.report(Event::Info {
+                    message: format!(
+                        "tenant {t}: {} bundle(s) written, {} already answered, {} failed",
+                        r.requests
+                            .iter()
+                            .filter(|b| b.status == BundleStatus::Written)
+                            .count(),
+                        r.requests
+                            .iter()
+                            .filter(|b| b.status == BundleStatus::AlreadyAnswered)
+                            .count(),
+                        r.requests
+                            .iter()
+                            .filter(|b| b.status == BundleStatus::Failed)
+                            .count(),
+                    ),
+                });
+                tenants.push(r);
+            }
+            Err(e) => {
+                reporter.report(Event::Warning {
+                    message: format!("tenant {t}: export failed: {e}"),
+                });
+                tenants.push(TenantExport {
+                    tenant: t.clone(),
+                    status: TenantExportStatus::Failed,
+                    snapshot_sequence: None,
+                    requests: Vec::new(),
+                    files_scanned: 0,
+                    rows_scanned: 0,
+                    error: Some(e.to_string()),
+                    exit_code: Some(e.exit_code()),
+                });
+            }
+        }
+    }
+    let report = ExportReport {
+        export_id: export_id.clone(),
+        pipeline: p.name.clone(),
+        spec_hash: p.spec_hash.clone(),
+        engine_version: env!("CARGO_PKG_VERSION").into(),
+        started_at: started_at.to_rfc3339(),
+        finished_at: chrono::Utc::now().to_rfc3339(),
+        demo_key: ctx.keyed.demo,
+        formats: opts.formats,
+        force: opts.force,
+        tenants,
+        timings,
+    };
+    if report.count(BundleStatus::Written) > 0 {
+        let body =
+            serde_json::to_vec_pretty(&report).map_err(|e| Error::internal(e.to_string()))?;
+        ctx.outputs
+            .put(&format!("runs/{export_id}.json"), Bytes::from(body))
+            .await?;
+    }
+    Ok(report)
+}
+
+/// What one scan of a tenant's snapshot produced for its pending requests.
+struct Scanned {
+    spool: Arc<Spool>,
+    /// Per request: identifiers it resolved to.
+    resolved: Vec<usize>,
+    /// Per request: the earliest erasure of the same person carried out in the snapshot.
+    erased: Vec<Option<(String, String)>>,
+    /// Per request and dataset: rows found.
+    stats: Vec<BTreeMap<String, BundleDataset>>,
+    files_scanned: usize,
+    rows_scanned: u64,
+}
+
+async fn export_tenant(
+    ctx: &Context,
+    tenant: &str,
+    requests: Vec<Pending>,
+    opts: &ExportOptions,
+    export_id: &str,
+    reporter: &dyn Reporter,
+    timings: &mut Timings,
+) -> Result<TenantExport> {
+    let manifest =
+        commit::latest(&ctx.outputs, tenant)
+            .await?
+            .ok_or_else(|| Error::InputMissing {
+                what: format!("committed snapshot of tenant {tenant}"),
+                path: ctx
+                    .outputs
+                    .url_for(&format!("{}/_manifests/", commit::tenant_prefix(tenant))),
+                hint:
+                    "access requests are answered from the latest snapshot: run `lethe run` first"
+                        .into(),
+            })?;
+    if manifest.spec_hash != ctx.pipeline.spec_hash {
+        reporter.report(Event::Warning {
+            message: format!(
+                "tenant {tenant}: snapshot {} was made with another version of the spec; bundles follow the current one",
+                manifest.sequence
+            ),
+        });
+    }
+    let prefix = bundles_prefix(tenant);
+    let folders = Folders::from_listing(&ctx.outputs.list(&prefix).await?, &prefix);
+    let mut reports = Vec::new();
+    let mut todo = Vec::new();
+    for r in requests {
+        match folders.answered.get(&r.base) {
+            Some(g) if !opts.force => {
+                let mut b = BundleReport::new(&r.request_id, BundleStatus::AlreadyAnswered);
+                let folder = folder_name(&r.base, *g);
+                b.path = Some(format!("{prefix}{folder}"));
+                b.zip = Some(format!("{prefix}{folder}.zip"));
+                b.generation = Some(*g);
+                reports.push(b);
+            }
+            _ => todo.push(r),
+        }
+    }
+    let mut out = TenantExport {
+        tenant: tenant.to_string(),
+        status: TenantExportStatus::Done,
+        snapshot_sequence: Some(manifest.sequence),
+        requests: reports,
+        files_scanned: 0,
+        rows_scanned: 0,
+        error: None,
+        exit_code: None,
+    };
+    if todo.is_empty() {
+        return Ok(out);
+    }
+
+    let t0 = Instant::now();
+    reporter.report(Event::Phase {
+        name: format!("bundles: scan {tenant} for {} request(s)", todo.len()),
+    });
+    let spool = Arc::new(Spool::create(
+        opts.scratch_dir.as_deref(),
+        &format!("{export_id}-{tenant}"),
+    )?);
+    let scanned = scan(ctx, tenant, &manifest, &todo, opts.formats, spool).await?;
+    timings.scan_ms += t0.elapsed().as_millis() as u64;
+    out.files_scanned = scanned.files_scanned;
+    out.rows_scanned = scanned.rows_scanned;
+
+    let t1 = Instant::now();
+    let snapshot = SnapshotRef {
+        sequence: manifest.sequence,
+        run_id: manifest.run_id.clone(),
+        committed_at: manifest.committed_at.clone(),
+    };
+    let published =
+        crate::runtime::for_each_bounded(todo.iter().enumerate(), PUBLISH_CONCURRENCY, |(i, r)| {
+            let snapshot = snapshot.clone();
+            let scanned = &scanned;
+            let start = folders.used.get(&r.base).map_or(1, |g| g + 1);
+            async move {
+                let res = publish(
+                    ctx,
+                    tenant,
+                    r,
+                    i as ReqIdx,
+                    scanned,
+                    start,
+                    opts.formats,
+                    export_id,
+                    snapshot,
+                )
+                .await;
+                Ok::<_, Error>(res.unwrap_or_else(|e| {
+                    let mut b = BundleReport::new(&r.request_id, BundleStatus::Failed);
+                    b.error = Some(e.to_string());
+                    b.exit_code = Some(e.exit_code());
+                    b
+                }))
+            }
+        })
+        .await?;
+    timings.publish_ms += t1.elapsed().as_millis() as u64;
+    for b in &published {
+        if let Some(e) = &b.error {
+            reporter.report(Event::Warning {
+                message: format!("tenant {tenant}: request {}: {e}", b.request_id),
+            });
+        }
+    }
+    out.requests.extend(published);
+    out.requests.sort_by(|a, b| a.request_id.cmp(&b.request_id));
+    Ok(out)
+}
+
+/// Reads one snapshot file, checking it against the manifest (a bundle must not hand out a
+/// tampered or truncated file).
+async fn fetch(outputs: &Location, f: &FileEntry) -> Result<(String, Bytes)> {
+    let bytes = outputs.get(&f.path).await?;
+    let url = outputs.url_for(&f.path);
+    let (size, sha) = (f.size, f.sha256.clone());
+    cpu(move || {
+        if bytes.len() as u64 != size || sha256_hex(&bytes) != sha {
+            return Err(Error::bad_data(
+                url,
+                "the snapshot file does not match its manifest (size or SHA-256)",
+                "run `lethe verify`; restore the file from versioning or rerun `lethe run` to commit a fresh snapshot",
+            ));
+        }
+        Ok((url, bytes))
+    })
+    .await
+}
+
+/// The scan's moving state: handed to rayon for each file and back.
+struct ScanState {
+    matcher: Matcher,
+    spool: Arc<Spool>,
+    formats: Formats,
+    stats: Vec<BTreeMap<String, BundleDataset>>,
+    rows_scanned: u64,
+}
+
+impl ScanState {
+    fn process(&mut self, df: &DataFrame, ds: &Dataset, path: &str) -> Result<()> {
+        self.rows_scanned += df.height() as u64;
+        let perr = |e| Error::polars(path, e);
+        let split = self.matcher.split(df, ds).map_err(perr)?;
+        if split.is_empty() {
+            return Ok(());
+        }
+        let header = render::csv_header(ds);
+        for (req, rows) in split {
+            let mut view = mask_shared(df, &rows, ds, &self.matcher, req).map_err(perr)?;
+            let mut json = self.formats.json.then(Vec::new);
+            let mut csv = self.formats.csv.then(Vec::new);
+            render_rows(&view, ds, json.as_mut(), csv.as_mut()).map_err(perr)?;
+            if let Some(b) = json {
+                self.spool
+                    .append(req, &format!("{}.jsonl", ds.name), &[], &b)?;
+            }
+            if let Some(b) = csv {
+                self.spool
+                    .append(req, &format!("{}.csv", ds.name), &header, &b)?;
+            }
+            if self.formats.parquet {
+                self.spool.chunk(req, &ds.name, &mut view)?;
+            }
+            let e = self.stats[req as usize].entry(ds.name.clone()).or_default();
+            e.rows += rows.rows.len() as u64;
+            e.shared_rows += rows.shared() as u64;
+        }
+        Ok(())
+    }
+}
+
+/// One scan of every dataset of the tenant's snapshot for all `todo` requests at once.
+async fn scan(
+    ctx: &Context,
+    tenant: &str,
+    manifest: &Manifest,
+    todo: &[Pending],
+    formats: Formats,
+    spool: Arc<Spool>,
+) -> Result<Scanned> {
+    let p = ctx.pipeline.clone();
+    let files_of = |ds: &str| -> Vec<FileEntry> {
+        manifest
+            .datasets
+            .get(ds)
+            .map(|e| e.files.clone())
+            .unwrap_or_default()
+    };
+    let mut files_scanned = 0;
+
+    // The linking dataset is read first and kept (it is the tenant's register of people, small
+    // next to its messages): identity must be resolved before any row can be matched.
+    let link = p.linking_dataset().cloned();
+    let mut link_bytes = Vec::new();
+    if let Some(link) = &link {
+        for f in files_of(&link.name) {
+            link_bytes.push(fetch(&ctx.outputs, &f).await?);
+            files_scanned += 1;
+        }
+    }
+    let queries: Vec<Ident> = todo
+        .iter()
+        .map(|r| (r.kind.clone(), r.ident.clone()))
+        .collect();
+    // Erasures the snapshot has carried out, to tell "erased" from "never held".
+    let applied: BTreeSet<&str> = manifest
+        .ledger
+        .requests
+        .iter()
+        .filter(|a| a.kind == RequestKind::Erase)
+        .map(|a| a.request_id.as_str())
+        .collect();
+    let erasures: Vec<(i64, String, Ident)> = ctx
+        .ledger
+        .for_tenant(tenant)
+        .filter(|r| r.kind == RequestKind::Erase && applied.contains(r.id.as_str()))
+        .map(|r| {
+            (
+                r.received_at,
+                r.id.clone(),
+                (r.identifier_kind.clone(), r.identifier.clone()),
+            )
+        })
+        .collect();
+    let (link_frames, resolved, erased) = {
+        let p = p.clone();
+        let link = link.clone();
+        cpu(move || -> Result<_> {
+            let mut index = IdentityIndex::default();
+            let mut frames = Vec::new();
+            if let Some(link) = &link {
+                for (url, bytes) in link_bytes {
+                    let df = crate::parquet_io::read_parquet(bytes, &url)?;
+                    index
+                        .add_frame(&df, link, &p.identifiers)
+                        .map_err(|e| Error::polars(&url, e))?;
+                    frames.push((url, df));
+                }
+            }
+            let resolved: Vec<BTreeSet<Ident>> = queries.iter().map(|q| index.resolve(q)).collect();
+            let erased_sets: Vec<(i64, String, BTreeSet<Ident>)> = erasures
+                .into_iter()
+                .map(|(at, id, q)| (at, id, index.resolve(&q)))
+                .collect();
+            let erased = resolved
+                .iter()
+                .map(|mine| {
+                    erased_sets
+                        .iter()
+                        .filter(|(_, _, e)| !e.is_disjoint(mine))
+                        .min_by_key(|(at, id, _)| (*at, id.clone()))
+                        .map(|(at, id, _)| {
+                            let on = chrono::DateTime::from_timestamp_micros(*at)
+                                .map(|d| d.format("%Y-%m-%d").to_string())
+                                .unwrap_or_default();
+                            (on, id.clone())
+                        })
+                })
+                .collect::<Vec<_>>();
+            Ok((frames, resolved, erased))
+        })
+        .await?
+    };
+    let mut state = ScanState {
+        matcher: Matcher::new(&p.identifiers, &resolved),
+        spool: spool.clone(),
+        formats,
+        stats: vec![BTreeMap::new(); todo.len()],
+        rows_scanned: 0,
+    };
+    if let Some(link) = link.clone() {
+        state = cpu(move || -> Result<ScanState> {
+            for (url, df) in &link_frames {
+                state.process(df, &link, url)?;
+            }
+            Ok(state)
+        })
+        .await?;
+    }
+    let link_name = link.map(|l| l.name);
+    for ds in p.tenant_datasets() {
+        if Some(&ds.name) == link_name.as_ref() {
+            continue;
+        }
+        let files = files_of(&ds.name);
+        files_scanned += files.len();
+        let mut stream = futures::stream::iter(files.iter().map(|f| fetch(&ctx.outputs, f)))
+            .buffered(FETCH_AHEAD);
+        while let Some((url, bytes)) = stream.try_next().await? {
+            let ds = ds.clone();
+            state = cpu(move || -> Result<ScanState> {
+                let df = crate::parquet_io::read_parquet(bytes, &url)?;
+                state.process(&df, &ds, &url)?;
+                Ok(state)
+            })
+            .await?;
+        }
+    }
+    Ok(Scanned {
+        spool,
+        resolved: resolved.iter().map(BTreeSet::len).collect(),
+        erased,
+        stats: state.stats,
+        files_scanned,
+        rows_scanned: state.rows_scanned,
+    })
+}
+
+/// Claims a folder, assembles the bundle, uploads it and commits its manifest.
+#[allow(clippy::too_many_arguments)]
+async fn publish(
+    ctx: &Context,
+    tenant: &str,
+    r: &Pending,
+    req: ReqIdx,
+    scanned: &Scanned,
+    first_generation: u32,
+    formats: Formats,
+    export_id: &str,
+    snapshot: SnapshotRef,
+) -> Result<BundleReport> {
+    let outputs = &ctx.outputs;
+    let prefix = bundles_prefix(tenant);
+    let now = chrono::Utc::now();
+    // Claim a folder no one else writes into: an unfinished folder may be a crashed attempt or
+    // a concurrent export, so it is skipped rather than reused.
+    let mut generation = first_generation;
+    let folder = loop {
+        let folder = folder_name(&r.base, generation);
+        let claim = serde_json::json!({
+            "export_id": export_id,
+            "claimed_at": now.to_rfc3339(),
+            "engine_version": env!("CARGO_PKG_VERSION"),
+        });
+        let claimed = outputs
+            .put_if_absent(
+                &format!("{prefix}{folder}/{CLAIM_FILE}"),
+                Bytes::from(claim.to_string()),
+            )
+            .await?;
+        if claimed {
+            break folder;
+        }
+        generation += 1;
+        if generation > first_generation + 100 {
+            return Err(Error::CommitConflict {
+                tenant: tenant.to_string(),
+                message: format!(
+                    "no free bundle folder for request {} after 100 generations",
+                    r.request_id
+                ),
+            });
+        }
+    };
+    let i = req as usize;
+    let stats = scanned.stats[i].clone();
+    let rows: u64 = stats.values().map(|d| d.rows).sum();
+    let outcome = match (&scanned.erased[i], rows) {
+        (Some((on, id)), _) => Outcome::Erased {
+            erased_on: on.clone(),
+            erase_request_id: id.clone(),
+        },
+        (None, 0) => Outcome::NotFound,
+        (None, _) => Outcome::Data,
+    };
+    let p = ctx.pipeline.clone();
+    let m = BundleManifest {
+        format: BUNDLE_FORMAT,
+        engine_version: env!("CARGO_PKG_VERSION").into(),
+        request_id: r.request_id.clone(),
+        tenant: tenant.to_string(),
+        folder: folder.clone(),
+        generation,
+        generated_at: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        received_at: r.received_at.and_then(micros_to_rfc3339),
+        pipeline: p.name.clone(),
+        spec_hash: p.spec_hash.clone(),
+        snapshot,
+        identifier_hash: ctx.keyed.for_tenant(tenant).identifier(&r.kind, &r.ident),
+        identifiers_resolved: scanned.resolved[i],
+        note: outcome.note(rows),
+        outcome: outcome.clone(),
+        datasets: stats,
+        files: Vec::new(),
+        zip: None,
+    };
+    let spool = scanned.spool.clone();
+    let built = cpu(move || spool::build(&spool, req, &p, formats, m)).await?;
+    let dir = format!("{prefix}{folder}");
+    futures::stream::iter(
+        built
+            .files
+            .iter()
+            .map(|(name, local)| upload(outputs, format!("{dir}/{name}"), local.clone())),
+    )
+    .buffer_unordered(4)
+    .try_collect::<Vec<()>>()
+    .await?;
+    let zip = format!("{prefix}{folder}.zip");
+    upload(outputs, zip.clone(), built.zip.clone()).await?;
+    let body = serde_json::to_vec_pretty(&built.manifest)
+        .map_err(|e| Error::internal(format!("bundle manifest encoding: {e}")))?;
+    let manifest_sha256 = sha256_hex(&body);
+    if !outputs
+        .put_if_absent(&format!("{dir}/{MANIFEST_FILE}"), Bytes::from(body))
+        .await?
+    {
+        return Err(Error::CommitConflict {
+            tenant: tenant.to_string(),
+            message: format!("bundle {dir} was committed by another writer"),
+        });
+    }
+    let mut b = BundleReport::new(&r.request_id, BundleStatus::Written);
+    b.path = Some(dir);
+    b.zip = Some(zip);
+    b.generation = Some(generation);
+    b.outcome = Some(outcome);
+    b.rows = built
+        .manifest
+        .datasets
+        .iter()
+        .map(|(k, d)| (k.clone(), d.rows))
+        .collect();
+    b.manifest_sha256 = Some(manifest_sha256);
+    Ok(b)
+}
+
+/// Uploads a spooled file: in one put when small, else streamed in parts.
+async fn upload(loc: &Location, rel: String, local: PathBuf) -> Result<()> {
+    let io_err = |op: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { op, path, source }
+    };
+    let size = std::fs::metadata(&local)
+        .map_err(io_err("stat", &local))?
+        .len();
+    if size <= MULTIPART_THRESHOLD {
+        let path = local.clone();
+        let bytes = cpu(move || std::fs::read(&path))
+            .await
+            .map_err(io_err("read", &local))?;
+        return loc.put(&rel, Bytes::from(bytes)).await;
+    }
+    use object_store::ObjectStoreExt;
+    let target = loc.object_path(&rel)?;
+    let serr = |op: &'static str| {
+        let path = loc.url_for(&rel);
+        move |source| Error::Storage { op, path, source }
+    };
+    let upload = loc
+        .store()
+        .put_multipart(&target)
+        .await
+        .map_err(serr("put_multipart"))?;
+    let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+    let mut file = std::fs::File::open(&local).map_err(io_err("open", &local))?;
+    loop {
+        // Reads happen on rayon, not on the tokio worker.
+        let (f, chunk) = cpu(move || {
+            use std::io::Read;
+            let mut buf = vec![0u8; PART_SIZE];
+            let r = file.read(&mut buf).map(|n| {
+                buf.truncate(n);
+                buf
+            });
+            (file, r)
+        })
+        .await;
+        file = f;
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = w.abort().await;
+                return Err(io_err("read", &local)(e));
+            }
+        };
+        if chunk.is_empty() {
+            break;
+        }
+        w.wait_for_capacity(4)
+            .await
+            .map_err(serr("put_multipart"))?;
+        w.put(Bytes::from(chunk));
+    }
+    w.finish().await.map_err(serr("put_multipart"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folder_names_and_generations() {
+        assert_eq!(folder_base("REQ-000001"), "REQ-000001");
+        for unsafe_id in ["", "..", "a/b", "a b", "x~2", "é"] {
+            let b = folder_base(unsafe_id);
+            assert!(
+                b.starts_with("req-") && b.len() == 20,
+                "{unsafe_id:?} -> {b}"
+            );
+        }
+        assert_eq!(folder_name("R1", 1), "R1");
+        assert_eq!(folder_name("R1", 3), "R1~3");
+        assert_eq!(parse_folder("R1~3"), ("R1", 3));
+        assert_eq!(parse_folder("R1"), ("R1", 1));
+        assert_eq!(parse_folder("R1~x"), ("R1~x", 1));
+    }
+
+    #[test]
+    fn listing_tells_answered_from_claimed() {
+        let info = |path: &str| ObjectInfo {
+            path: path.into(),
+            size: 1,
+            last_modified: chrono::Utc::now(),
+            e_tag: None,
+        };
+        let prefix = "tenants/t/bundles/";
+        let listed = [
+            info("tenants/t/bundles/A/_claim.json"),
+            info("tenants/t/bundles/A/manifest.json"),
+            info("tenants/t/bundles/A.zip"),
+            info("tenants/t/bundles/A~2/_claim.json"),
+            info("tenants/t/bundles/B/_claim.json"),
+            info("tenants/t/bundles/B/README.md"),
+        ];
+        let f = Folders::from_listing(&listed, prefix);
+        assert_eq!(f.answered.get("A"), Some(&1));
+        assert_eq!(f.used.get("A"), Some(&2), "a crashed --force attempt");
+        assert_eq!(f.answered.get("B"), None, "claimed but never committed");
+        assert_eq!(f.used.get("B"), Some(&1));
+    }
+
+    #[test]
+    fn formats_and_subjects_parse() {
+        assert_eq!(Formats::parse("json, CSV").unwrap(), Formats::default());
+        assert!(Formats::parse("parquet").unwrap().parquet);
+        assert_eq!(Formats::parse("xml").unwrap_err().exit_code(), 64);
+        assert_eq!(Formats::parse(" , ").unwrap_err().exit_code(), 64);
+        let s = Subject::parse("phone=+1 (415) 555-0100").unwrap();
+        assert_eq!(s.identifier_kind, "phone");
+        assert_eq!(s.identifier, "+1 (415) 555-0100");
+        assert!(
+            !format!("{s:?}").contains("415"),
+            "Debug hides the identifier"
+        );
+        assert!(Subject::parse("jane@example.com").is_err());
+    }
+}

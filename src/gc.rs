@@ -1,0 +1,159 @@
+//! `lethe gc`: deletes files no live manifest references, once they are older than a grace
+//! period. The live manifest of a tenant is its latest: older snapshots may still hold people
+//! erased since, so their files must go. Never deleted: any file the latest manifest references,
+//! manifests themselves (they hold no personal data: they are the history), run reports,
+//! bundles, anything younger than the grace period (a run may be writing it right now), and
+//! anything a legal hold covers.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::commit;
+use crate::error::{Error, Result};
+use crate::exec::Context;
+use crate::report::{Event, Reporter};
+use crate::spec::Pipeline;
+
+#[derive(Debug, Clone)]
+pub struct GcOptions {
+    /// Files younger than this (seconds) are kept.
+    pub grace_secs: u64,
+    pub dry_run: bool,
+    pub as_of: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GcReport {
+    pub dry_run: bool,
+    pub deleted: Vec<String>,
+    pub bytes: u64,
+    pub kept_young: usize,
+    /// (path, hold id) kept because a legal hold covers it.
+    pub held: Vec<(String, String)>,
+}
+
+/// Parses `7d`, `12h`, `30m`, `45s`, `2w` into seconds.
+pub fn parse_duration(s: &str) -> std::result::Result<u64, String> {
+    let s = s.trim();
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (e.g. 7d, 12h, 30m)"))?;
+    let mul = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "" | "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(format!("unknown unit in `{s}` (use s, m, h, d or w)")),
+    };
+    Ok(n * mul)
+}
+
+pub async fn gc(p: Arc<Pipeline>, opts: GcOptions, reporter: &dyn Reporter) -> Result<GcReport> {
+    let ctx = Context::open_as_of(p.clone(), opts.as_of, reporter).await?;
+    let now = chrono::Utc::now();
+    let cutoff = now
+        - chrono::Duration::seconds(
+            i64::try_from(opts.grace_secs)
+                .unwrap_or(i64::MAX / 2)
+                .min(i64::MAX / 2_000_000),
+        );
+    let mut report = GcReport {
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+    for t in &ctx.tenants {
+        let prefix = commit::tenant_prefix(t);
+        let Some(latest) = commit::latest(&ctx.outputs, t).await? else {
+            continue;
+        };
+        let mut live: std::collections::BTreeSet<String> = latest
+            .datasets
+            .values()
+            .flat_map(|d| d.files.iter().map(|f| f.path.clone()))
+            .collect();
+        if let Some(s) = &latest.suppression {
+            live.insert(s.path.clone());
+        }
+        let holds = ctx.active_holds(t);
+        for dir in ["snapshots/", "suppression/"] {
+            for o in ctx.outputs.list(&format!("{prefix}/{dir}")).await? {
+                if live.contains(&o.path) {
+                    continue;
+                }
+                // `tenants/<t>/snapshots/<run>/<dataset>/part-*.parquet`
+                let dataset = o.path.split('/').nth(4).unwrap_or("");
+                if let Some(h) = holds.iter().find(|h| {
+                    h.identifier.is_some() || h.dataset.as_ref().is_none_or(|d| d == dataset)
+                }) {
+                    report.held.push((o.path.clone(), h.id.clone()));
+                    continue;
+                }
+                if o.last_modified > cutoff {
+                    report.kept_young += 1;
+                    continue;
+                }
+                report.bytes += o.size;
+                if !opts.dry_run {
+                    ctx.outputs.delete(&o.path).await?;
+                }
+                report.deleted.push(o.path.clone());
+            }
+        }
+    }
+    // Backup files a generation manifest superseded but a crashed run left behind.
+    if let Some(url) = &p.locations.backups {
+        let backups = crate::storage::Location::parse(url, &p.base_dir)?;
+        for o in backups.list("_lethe/backups/").await? {
+            let bytes = backups.get(&o.path).await?;
+            let m: crate::backups::GenerationManifest =
+                serde_json::from_slice(&bytes).map_err(|e| {
+                    Error::bad_data(
+                        o.path.clone(),
+                        format!("unreadable backup manifest: {e}"),
+                        "restore it from object versioning",
+                    )
+                })?;
+            for s in &m.superseded {
+                if let Some(info) = backups.head(s).await? {
+                    if info.last_modified > cutoff {
+                        report.kept_young += 1;
+                        continue;
+                    }
+                    report.bytes += info.size;
+                    if !opts.dry_run {
+                        backups.delete(s).await?;
+                    }
+                    report.deleted.push(format!("backups:{s}"));
+                }
+            }
+        }
+    }
+    report.deleted.sort();
+    report.deleted.dedup();
+    reporter.report(Event::Info {
+        message: format!(
+            "gc: {} file(s), {} bytes{}",
+            report.deleted.len(),
+            report.bytes,
+            if opts.dry_run { " (dry run)" } else { "" }
+        ),
+    });
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("7d"), Ok(7 * 86_400));
+        assert_eq!(parse_duration("12h"), Ok(12 * 3600));
+        assert_eq!(parse_duration("0s"), Ok(0));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("3y").is_err());
+    }
+}

@@ -500,12 +500,58 @@ async fn rewrite(
     commit(job.backups, &m).await?;
     // The erased data leaves the backup only now, after the commit made the new files live.
     delete_all(job.backups, &superseded, reporter).await;
+    record(job.ctx, &m, "backups", &report.stats).await?;
     report.status = if report.stats.files_rewritten > 0 {
         GenerationStatus::Rewritten
     } else {
         GenerationStatus::Unchanged
     };
     Ok(report)
+}
+
+/// Appends the evidence record of a committed generation manifest.
+async fn record(
+    ctx: &Context,
+    m: &GenerationManifest,
+    stage: &str,
+    stats: &GenerationStats,
+) -> Result<()> {
+    use crate::evidence::{Entry, EvidenceFile, RequestEvidence};
+    let th = ctx.keyed.for_tenant(&m.tenant);
+    let requests = ctx
+        .ledger
+        .for_tenant(&m.tenant)
+        .filter(|r| r.kind == RequestKind::Erase)
+        .filter_map(|r| {
+            let h = th.identifier(&r.identifier_kind, &r.identifier);
+            m.applied.contains(&h).then(|| RequestEvidence {
+                request_id: r.id.clone(),
+                kind: "erase".into(),
+                identifier_hash: h,
+                applied_in: format!("backup generation {} manifest {}", m.generation, m.sequence),
+            })
+        })
+        .collect();
+    let entry = Entry {
+        run_id: m.run_id.clone(),
+        stage: stage.into(),
+        inputs: Vec::new(),
+        outputs: m
+            .files
+            .iter()
+            .map(|f| EvidenceFile {
+                location: "backups".into(),
+                path: f.path.clone(),
+                size: f.size,
+                sha256: f.sha256.clone(),
+            })
+            .collect(),
+        requests,
+        summary: serde_json::json!({ "generation": m.generation, "manifest": m.sequence, "expired": m.expired, "deleted_files": m.superseded, "stats": stats }),
+    };
+    crate::evidence::append(&ctx.pipeline, &ctx.outputs, &m.tenant, &entry)
+        .await
+        .map(|_| ())
 }
 
 async fn encode(p: &Arc<Pipeline>, ds: &Dataset, tenant: &str, df: DataFrame) -> Result<Bytes> {
@@ -637,6 +683,7 @@ async fn expire(job: Job<'_>, reporter: &dyn Reporter) -> Result<GenerationRepor
     };
     commit(job.backups, &m).await?;
     delete_all(job.backups, &gone, reporter).await;
+    record(job.ctx, &m, "backup-expiry", &report.stats).await?;
     Ok(report)
 }
 

@@ -903,6 +903,13 @@ async fn run_tenant(
         suppression,
     };
     commit::commit(&ctx.outputs, &manifest).await?;
+    crate::evidence::append(
+        &ctx.pipeline,
+        &ctx.outputs,
+        &tp.tenant,
+        &snapshot_evidence(&manifest),
+    )
+    .await?;
     Ok(TenantReport {
         tenant: tp.tenant.clone(),
         status: TenantStatus::Committed,
@@ -912,6 +919,73 @@ async fn run_tenant(
         error: None,
         exit_code: None,
     })
+}
+
+/// The evidence record of a committed snapshot: what it read, wrote and applied.
+fn snapshot_evidence(m: &Manifest) -> crate::evidence::Entry {
+    use crate::evidence::{EvidenceFile, RequestEvidence};
+    let mut outputs: Vec<EvidenceFile> = m
+        .datasets
+        .values()
+        .flat_map(|d| d.files.iter())
+        .chain(m.suppression.iter())
+        .map(|f| EvidenceFile {
+            location: "outputs".into(),
+            path: f.path.clone(),
+            size: f.size,
+            sha256: Some(f.sha256.clone()),
+        })
+        .collect();
+    outputs.push(EvidenceFile {
+        location: "outputs".into(),
+        path: format!(
+            "{}/_manifests/{:010}.json",
+            commit::tenant_prefix(&m.tenant),
+            m.sequence
+        ),
+        size: 0,
+        sha256: None,
+    });
+    outputs.retain(|f| f.size > 0 || f.sha256.is_some());
+    let inputs = m
+        .exports
+        .iter()
+        .map(|i| EvidenceFile {
+            location: "exports".into(),
+            path: i.path.clone(),
+            size: i.size,
+            sha256: None,
+        })
+        .chain(m.ledger.files.iter().map(|i| EvidenceFile {
+            location: "ledger".into(),
+            path: i.path.clone(),
+            size: i.size,
+            sha256: None,
+        }))
+        .collect();
+    let requests = m
+        .ledger
+        .requests
+        .iter()
+        .map(|r| RequestEvidence {
+            request_id: r.request_id.clone(),
+            kind: format!("{:?}", r.kind).to_lowercase(),
+            identifier_hash: r.identifier_hash.clone(),
+            applied_in: format!("snapshot manifest {} (every dataset)", m.sequence),
+        })
+        .collect();
+    let totals = m.datasets.values().fold(ApplyStats::default(), |mut a, d| {
+        a.add(&d.stats);
+        a
+    });
+    crate::evidence::Entry {
+        run_id: m.run_id.clone(),
+        stage: "snapshot".into(),
+        inputs,
+        outputs,
+        requests,
+        summary: serde_json::json!({ "manifest": m.sequence, "rows": m.datasets.iter().map(|(k, d)| (k.clone(), d.rows)).collect::<BTreeMap<_, _>>(), "totals": totals }),
+    }
 }
 
 /// `lethe run` and `lethe plan`: every tenant, one after another.

@@ -13,6 +13,7 @@ pub mod commit;
 pub mod compact;
 pub mod conform;
 pub mod error;
+pub mod evidence;
 pub mod exec;
 pub mod fingerprint;
 pub mod gc;

@@ -276,8 +276,8 @@ pub fn mask_shared(
         let new = if let DataType::List(_) = s.dtype() {
             let ca = s.list()?;
             let mut changed = false;
-            let rows: Vec<Option<Series>> = ca
-                .into_iter()
+            let rows: Vec<Option<Series>> = (0..ca.len())
+                .map(|i| ca.get_as_series(i))
                 .zip(&rows.owned)
                 .map(|(item, owned)| {
                     let inner = item?;

@@ -251,7 +251,6 @@ pub struct BundleManifest {
 /// dataset and column descriptions, categories and legal bases.
 pub fn readme(p: &Pipeline, m: &BundleManifest, redacted: &str) -> String {
     let mut s = String::new();
-    let rows: u64 = m.datasets.values().map(|d| d.rows).sum();
     let _ = writeln!(s, "# Your data held by {}\n", m.tenant);
     let _ = writeln!(
         s,
@@ -265,7 +264,9 @@ pub fn readme(p: &Pipeline, m: &BundleManifest, redacted: &str) -> String {
             .unwrap_or_default(),
         m.tenant,
         p.name,
-        m.snapshot.committed_at,
+        chrono::DateTime::parse_from_rfc3339(&m.snapshot.committed_at)
+            .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
+            .unwrap_or_else(|_| m.snapshot.committed_at.clone()),
         m.snapshot.sequence,
     );
     let _ = writeln!(s, "**Result: {}.**\n", m.note);
@@ -285,7 +286,10 @@ pub fn readme(p: &Pipeline, m: &BundleManifest, redacted: &str) -> String {
          file with its SHA-256 checksum.\n"
     );
     let _ = writeln!(s, "| records | rows | files |\n|---|---:|---|");
-    for (name, d) in &m.datasets {
+    let in_spec_order = p
+        .tenant_datasets()
+        .filter_map(|ds| Some((&ds.name, m.datasets.get(&ds.name)?)));
+    for (name, d) in in_spec_order {
         let _ = writeln!(
             s,
             "| {name} | {} | {} |",

@@ -23,7 +23,7 @@ use super::render::{self, BundleDataset, BundleFile, BundleManifest};
 use crate::error::{Error, Result};
 use crate::spec::{Dataset, Pipeline};
 
-fn io(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
     move |source| Error::Io {
         op,
         path: path.to_path_buf(),
@@ -211,9 +211,9 @@ pub fn build(
 /// The zip of a bundle: `<folder>/README.md`, `<folder>/manifest.json` (the manifest without
 /// its own zip entry), then the dataset files, deflated, dated `generated_at`.
 fn write_zip(path: &Path, m: &BundleManifest, files: &[(String, PathBuf)]) -> Result<()> {
-    use zip::write::SimpleFileOptions;
-    let zerr = |e: zip::result::ZipError| match e {
-        zip::result::ZipError::Io(source) => Error::Io {
+    use ::zip::write::SimpleFileOptions;
+    let zerr = |e: ::zip::result::ZipError| match e {
+        ::zip::result::ZipError::Io(source) => Error::Io {
             op: "write the bundle zip",
             path: path.to_path_buf(),
             source,
@@ -224,7 +224,7 @@ fn write_zip(path: &Path, m: &BundleManifest, files: &[(String, PathBuf)]) -> Re
         .ok()
         .and_then(|d| {
             use chrono::{Datelike, Timelike};
-            zip::DateTime::from_date_and_time(
+            ::zip::DateTime::from_date_and_time(
                 u16::try_from(d.year()).ok()?,
                 d.month() as u8,
                 d.day() as u8,
@@ -236,10 +236,10 @@ fn write_zip(path: &Path, m: &BundleManifest, files: &[(String, PathBuf)]) -> Re
         })
         .unwrap_or_default();
     let opts = SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated)
+        .compression_method(::zip::CompressionMethod::Deflated)
         .last_modified_time(when);
     let f = File::create(path).map_err(io("create", path))?;
-    let mut z = zip::ZipWriter::new(io::BufWriter::new(f));
+    let mut z = ::zip::ZipWriter::new(io::BufWriter::new(f));
     let manifest = serde_json::to_vec_pretty(m)
         .map_err(|e| Error::internal(format!("bundle manifest encoding: {e}")))?;
     let mut entries: Vec<(String, Option<&Path>)> =

@@ -2,6 +2,8 @@
 //! mapping from library errors to exit codes (documented in the README, stable).
 
 mod backups;
+mod evidence;
+mod export;
 mod gc;
 mod plan;
 mod restore;
@@ -65,6 +67,10 @@ enum Command {
     Restore(restore::Args),
     /// Delete files no live manifest references, after a grace period.
     Gc(gc::Args),
+    /// The hash-chained evidence log: `lethe evidence verify PIPELINE`.
+    Evidence(evidence::Args),
+    /// Answer pending access requests with portability bundles (or one --subject).
+    Export(export::Args),
 }
 
 /// Logs library events through tracing. Events carry no personal data.
@@ -169,6 +175,8 @@ pub fn main() -> i32 {
         Command::Backups(a) => backups::exec(a, &reporter),
         Command::Restore(a) => restore::exec(a, &reporter),
         Command::Gc(a) => gc::exec(a, &reporter),
+        Command::Evidence(a) => evidence::exec(a, &reporter),
+        Command::Export(a) => export::exec(a, &reporter),
     };
     match result {
         Ok(code) => code,

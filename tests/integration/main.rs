@@ -4,6 +4,7 @@
 mod backups;
 mod cli;
 mod common;
+mod evidence;
 mod pipeline;
 mod shards;
 mod storage;

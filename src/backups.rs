@@ -378,7 +378,6 @@ async fn rewrite(
             held.extend(index.resolve(id));
         }
     }
-    let mentions = MentionMatcher::new(&subjects.erase, &p.identifiers);
     let mut live: Vec<GenerationFile> = Vec::new();
     let mut superseded: Vec<String> = job
         .prev
@@ -421,7 +420,6 @@ async fn rewrite(
         let (ds2, subjects2, kinds) = (ds.clone(), subjects.clone(), p.identifiers.clone());
         let (mask, held2) = (p.policies.free_text_mask.clone(), held.clone());
         let matcher = MentionMatcher::new(&subjects.erase, &p.identifiers);
-        let _ = &mentions;
         let (out, st) = crate::runtime::cpu(move || {
             let policy = Policy {
                 mentions: &matcher,

@@ -94,30 +94,77 @@ impl Fingerprint {
     /// Whether a file with this fingerprint may hold any identifier of `set` (false: it cannot).
     pub fn may_hold(&self, set: &IdentSet, kinds: &BTreeMap<String, IdentifierKind>) -> bool {
         for (kind, value) in set.sorted() {
-            if self.0.check(format!("{kind}:{value}").as_str()) {
+            let probe = match kinds.get(&kind).map(|k| k.normalize) {
+                Some(Normalize::Email) => Some(format!("text-email:{value}")),
+                // The national number as `apply::MentionMatcher` searches for it: the E.164
+                // digits after the country code. An unparseable number cannot be excluded.
+                Some(Normalize::Phone) => match national_digits(&value) {
+                    Some(n) => Some(format!("text-digits:{n}")),
+                    None => return true,
+                },
+                // Ids are not searched for in free text (see `apply::MentionMatcher`).
+                _ => None,
+            };
+            if self.0.check(format!("{kind}:{value}").as_str())
+                || probe.is_some_and(|p| self.0.check(p.as_str()))
+            {
                 return true;
-            }
-            match kinds.get(&kind).map(|k| k.normalize) {
-                Some(Normalize::Email) => {
-                    if self.0.check(format!("text-email:{value}").as_str()) {
-                        return true;
-                    }
-                }
-                Some(Normalize::Phone) => {
-                    // National significant number: the digits after the country code.
-                    if let Ok(n) = phonenumber::parse(None, &value) {
-                        let national = n.national().value().to_string();
-                        if self.0.check(format!("text-digits:{national}").as_str()) {
-                            return true;
-                        }
-                    } else {
-                        return true;
-                    }
-                }
-                // Ids are not masked in free text (see `apply::MentionMatcher`).
-                _ => {}
             }
         }
         false
+    }
+}
+
+/// The digits of an E.164 number after its country code.
+fn national_digits(e164: &str) -> Option<String> {
+    let n = phonenumber::parse(None, e164).ok()?;
+    let cc = n.code().value().to_string();
+    Some(
+        e164.strip_prefix('+')?
+            .strip_prefix(cc.as_str())?
+            .to_string(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn footer_fingerprint_is_sound_for_identifiers_and_mentions() {
+        let p = crate::spec::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/pipelines/helpdesk.yaml"
+        )))
+        .unwrap();
+        let ds = p.datasets.get("sms").unwrap();
+        let df = df!(
+            "sms_id" => ["s1", "s2"],
+            "contact_id" => ["c1", "c2"],
+            "direction" => ["inbound", "outbound"],
+            "from_number" => ["+1 (415) 555-0100", "4155550111"],
+            "to_number" => ["4155550199", "4155550199"],
+            "body" => ["call Bob at 415.555.0142 or mail BOB@Example.com", "hi"],
+            "sent_at" => [0i64, 0],
+            "updated_at" => [0i64, 0],
+        )
+        .unwrap();
+        let df = crate::conform::conform(df, ds, "t").unwrap();
+        let fp = Fingerprint::decode(&encode(&entries(&df, ds, &p.identifiers).unwrap()).unwrap())
+            .unwrap();
+        let one = |k: &str, v: &str| {
+            let mut s = IdentSet::default();
+            s.insert(k, v);
+            s
+        };
+        // Present: in identifier columns, and mentioned in free text.
+        assert!(fp.may_hold(&one("phone", "+14155550100"), &p.identifiers));
+        assert!(fp.may_hold(&one("contact_id", "c2"), &p.identifiers));
+        assert!(fp.may_hold(&one("phone", "+14155550142"), &p.identifiers));
+        assert!(fp.may_hold(&one("email", "bob@example.com"), &p.identifiers));
+        // Absent (false positives are possible at 1%, these fixed values are not).
+        assert!(!fp.may_hold(&one("email", "carol@example.com"), &p.identifiers));
+        assert!(!fp.may_hold(&one("phone", "+14155550177"), &p.identifiers));
+        assert!(!fp.may_hold(&one("contact_id", "c9"), &p.identifiers));
     }
 }

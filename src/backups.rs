@@ -207,7 +207,7 @@ fn generation_time(g: &str) -> Option<i64> {
 }
 
 /// Reads a file's footer only (two small range reads) and returns its key-value metadata.
-async fn footer_metadata(
+pub async fn footer_metadata(
     loc: &Location,
     path: &str,
     size: u64,

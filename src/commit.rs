@@ -25,6 +25,10 @@ pub struct FileEntry {
     pub size: u64,
     pub sha256: String,
     pub rows: u64,
+    /// Earliest business timestamp in the file (UTC micros): a later night knows from the
+    /// manifest alone whether retention can touch it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_ts: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +85,10 @@ pub struct Manifest {
     pub datasets: BTreeMap<String, DatasetEntry>,
     /// The suppression list (keyed hashes of opted-out and erased people's identifiers).
     pub suppression: Option<FileEntry>,
+    /// What, besides inputs, decides every row (spec, holds, closed-tenant purge): when it
+    /// changes, the next night rewrites every file instead of only the affected ones.
+    #[serde(default)]
+    pub rewrite_key: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

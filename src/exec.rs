@@ -541,12 +541,111 @@ fn stop_senders(p: &Pipeline, ds: &Dataset, df: &DataFrame) -> PolarsResult<Vec<
 
 /// The output of one tenant, ready to commit.
 struct TenantOutput {
-    datasets: BTreeMap<String, (DataFrame, ApplyStats)>,
+    /// Per dataset: the rows processed tonight (and their stats), plus previous snapshot files
+    /// kept as they are (they hold no changed key and no newly affected person).
+    datasets: BTreeMap<String, (DataFrame, ApplyStats, Vec<FileEntry>)>,
     applied: Vec<AppliedRequest>,
+    /// `kind,hmac,reason` lines.
     suppression: Vec<String>,
+    rewrite_key: String,
+}
+
+/// Previous snapshot files of one dataset, split into those a night keeps and those it rewrites.
+#[derive(Default)]
+struct Reuse {
+    keep: Vec<FileEntry>,
+    rewrite: Vec<FileEntry>,
+}
+
+/// A string naming everything besides inputs that decides rows: when it changes between two
+/// nights, every file is rewritten.
+fn rewrite_key(ctx: &Context, tenant: &str) -> String {
+    let p = &ctx.pipeline;
+    let info = ctx.tenant_info.get(tenant).cloned().unwrap_or_default();
+    let purged = matches!((info.closed_at, p.policies.closed_tenant_months), (Some(c), Some(m)) if add_months(c, m as i32) <= ctx.as_of);
+    let th = ctx.keyed.for_tenant(tenant);
+    let holds: Vec<String> = ctx
+        .active_holds(tenant)
+        .iter()
+        .map(|h| {
+            format!(
+                "{}|{:?}|{}",
+                h.id,
+                h.dataset,
+                h.identifier
+                    .as_ref()
+                    .map(|(k, v)| th.identifier(k, v))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    crate::hash::sha256_hex(
+        format!(
+            "{}|{}|{purged}|{}",
+            p.spec_hash,
+            env!("CARGO_PKG_VERSION"),
+            holds.join(";")
+        )
+        .as_bytes(),
+    )
+}
+
+/// Primary-key strings of a frame, as the fingerprint indexes them.
+fn pk_strings(df: &DataFrame, ds: &Dataset) -> PolarsResult<Vec<String>> {
+    let cols: Vec<Series> = ds
+        .primary_key
+        .iter()
+        .map(|k| {
+            df.column(k)
+                .and_then(|c| c.as_materialized_series().cast(&DataType::String))
+        })
+        .collect::<PolarsResult<_>>()?;
+    let mut out = Vec::with_capacity(df.height());
+    for i in 0..df.height() {
+        let mut key = String::new();
+        for (j, c) in cols.iter().enumerate() {
+            if j > 0 {
+                key.push('\u{1f}');
+            }
+            key.push_str(c.str()?.get(i).unwrap_or_default());
+        }
+        out.push(key);
+    }
+    Ok(out)
+}
+
+/// Reads the previous suppression list: `kind,hash,reason` (reason absent in old lists).
+async fn read_suppression(
+    ctx: &Context,
+    prev: Option<&Manifest>,
+) -> Result<Vec<(String, String, String)>> {
+    let Some(f) = prev.and_then(|m| m.suppression.as_ref()) else {
+        return Ok(Vec::new());
+    };
+    let bytes = ctx.outputs.get(&f.path).await?;
+    Ok(String::from_utf8_lossy(&bytes)
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut it = l.split(',');
+            let (k, h) = (it.next()?, it.next()?);
+            Some((
+                k.to_string(),
+                h.to_string(),
+                it.next().unwrap_or("erased").to_string(),
+            ))
+        })
+        .collect())
 }
 
 /// Reads, resolves, compacts and applies one tenant (no writes).
+///
+/// With a previous snapshot, a night costs what changed: previous files that cannot hold a key
+/// re-sent by tonight's exports, nor a person affected by a request or opt-out new since, nor a
+/// row past retention, are kept as they are (their manifest entry is reused); only the others are
+/// read, merged with the new exports and rewritten. People handled on earlier nights are known
+/// from the previous suppression list (keyed hashes): rows re-sent for them are recognized by
+/// hashing their identifiers.
 async fn compute_tenant(
     ctx: &Context,
     tp: &TenantPlan,
@@ -554,143 +653,338 @@ async fn compute_tenant(
 ) -> Result<TenantOutput> {
     let p = ctx.pipeline.clone();
     let t = tp.tenant.clone();
-    // Inputs in compaction order: previous snapshot files, then new exports.
-    let mut reads: Vec<(String, bool, String)> = Vec::new(); // (dataset, from outputs?, path)
-    for ds in p.tenant_datasets() {
-        if let Some(m) = prev
-            && let Some(e) = m.datasets.get(&ds.name)
-        {
-            reads.extend(
-                e.files
-                    .iter()
-                    .map(|f| (ds.name.clone(), true, f.path.clone())),
-            );
-        }
-        let new: Vec<&ExportFile> = if prev.is_some() {
-            tp.new_exports.iter().collect()
-        } else {
-            tp.all_exports.iter().collect()
-        };
-        reads.extend(
-            new.into_iter()
-                .filter(|f| f.dataset == ds.name)
-                .map(|f| (ds.name.clone(), false, f.input.path.clone())),
-        );
-    }
-    // Identity sees every version of the linking dataset ever exported, not just what the
-    // snapshot kept: a person's former addresses are still theirs.
+    let key = rewrite_key(ctx, &t);
+    let full = prev.is_none_or(|m| m.rewrite_key != key);
+    let new_files: Vec<&ExportFile> = if prev.is_some() {
+        tp.new_exports.iter().collect()
+    } else {
+        tp.all_exports.iter().collect()
+    };
+
+    // Phase 1: new exports, and everything identity needs.
     let link_name = p.linking_dataset().map(|d| d.name.clone());
-    if prev.is_some()
-        && let Some(link) = &link_name
-    {
-        let already: BTreeSet<&str> = tp
-            .new_exports
+    let mut reads: Vec<(String, bool, String)> = new_files
+        .iter()
+        .map(|f| (f.dataset.clone(), false, f.input.path.clone()))
+        .collect();
+    if let (Some(m), Some(link)) = (prev, &link_name) {
+        for f in m
+            .datasets
+            .get(link)
+            .map(|e| e.files.as_slice())
+            .unwrap_or_default()
+        {
+            reads.push((format!("{IDENTITY_ONLY}{link}"), true, f.path.clone()));
+        }
+        let already: BTreeSet<&str> = new_files.iter().map(|f| f.input.path.as_str()).collect();
+        for f in tp
+            .all_exports
             .iter()
-            .map(|f| f.input.path.as_str())
-            .collect();
-        reads.extend(
-            tp.all_exports
-                .iter()
-                .filter(|f| &f.dataset == link && !already.contains(f.input.path.as_str()))
-                .map(|f| {
-                    (
-                        format!("{IDENTITY_ONLY}{link}"),
-                        false,
-                        f.input.path.clone(),
-                    )
-                }),
-        );
+            .filter(|f| &f.dataset == link && !already.contains(f.input.path.as_str()))
+        {
+            reads.push((
+                format!("{IDENTITY_ONLY}{link}"),
+                false,
+                f.input.path.clone(),
+            ));
+        }
     }
-    let frames: Vec<(String, DataFrame)> =
-        futures::stream::iter(reads.into_iter().map(|(d, from_out, path)| {
-            let ds = p.datasets.get(d.trim_start_matches(IDENTITY_ONLY)).cloned();
-            let location = if from_out { &ctx.outputs } else { &ctx.exports };
-            async move { read_conformed(location, path, ds).await.map(|df| (d, df)) }
-        }))
-        .buffered(READ_CONCURRENCY)
-        .try_collect()
-        .await?;
+    let frames = read_tagged(ctx, &p, reads).await?;
+    let prev_suppression = read_suppression(ctx, prev).await?;
 
     let requests: Vec<ledger::Request> = ctx.ledger.for_tenant(&t).cloned().collect();
-    let keyed = ctx.keyed.clone();
     let holds: Vec<crate::spec::Hold> = ctx.active_holds(&t).into_iter().cloned().collect();
+    // Datasets a dataset-wide (or tenant-wide) hold covers: nothing in them is deleted.
+    let hold_all: BTreeSet<String> = p
+        .tenant_datasets()
+        .filter(|ds| {
+            holds
+                .iter()
+                .any(|h| h.identifier.is_none() && h.dataset.as_ref().is_none_or(|d| d == &ds.name))
+        })
+        .map(|ds| ds.name.clone())
+        .collect();
     let info = ctx.tenant_info.get(&t).cloned().unwrap_or_default();
     let as_of = ctx.as_of;
-    crate::runtime::cpu(move || {
-        let mut by_ds: BTreeMap<String, Vec<DataFrame>> = BTreeMap::new();
+    let applied_before: BTreeSet<String> = prev
+        .map(|m| {
+            m.ledger
+                .requests
+                .iter()
+                .map(|r| r.request_id.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let (p1, t1, keyed1) = (p.clone(), t.clone(), ctx.keyed.clone());
+    let resolved = crate::runtime::cpu(move || -> Result<Resolved> {
+        let perr = |e: PolarsError| Error::internal(format!("tenant {t1}: {e}"));
+        let mut new_by_ds: BTreeMap<String, Vec<DataFrame>> = BTreeMap::new();
+        let mut link_frames = Vec::new();
         for (d, df) in frames {
-            by_ds.entry(d).or_default().push(df);
+            match d.strip_prefix(IDENTITY_ONLY) {
+                Some(_) => link_frames.push(df),
+                None => new_by_ds.entry(d).or_default().push(df),
+            }
         }
-        let perr = |e: PolarsError| Error::internal(format!("tenant {t}: {e}"));
-        // Identity over every version of the linking dataset's rows.
         let mut index = IdentityIndex::default();
-        if let Some(link) = p.linking_dataset() {
-            let history = by_ds.get(&format!("{IDENTITY_ONLY}{}", link.name));
-            for df in by_ds
+        if let Some(link) = p1.linking_dataset() {
+            for df in new_by_ds
                 .get(&link.name)
                 .into_iter()
                 .flatten()
-                .chain(history.into_iter().flatten())
+                .chain(link_frames.iter())
             {
-                index.add_frame(df, link, &p.identifiers).map_err(perr)?;
+                index.add_frame(df, link, &p1.identifiers).map_err(perr)?;
             }
         }
         let mut stops = Vec::new();
-        for ds in p.tenant_datasets().filter(|d| d.opt_out_signal.is_some()) {
-            for df in by_ds.get(&ds.name).into_iter().flatten() {
-                stops.extend(stop_senders(&p, ds, df).map_err(perr)?);
+        for ds in p1.tenant_datasets().filter(|d| d.opt_out_signal.is_some()) {
+            for df in new_by_ds.get(&ds.name).into_iter().flatten() {
+                stops.extend(stop_senders(&p1, ds, df).map_err(perr)?);
             }
         }
-        let (subjects, applied) = resolve_subjects(&p, &t, &requests, &index, &stops, &keyed);
-        // Legal holds: a person's hold covers every identifier they have.
+        let (subjects, applied) = resolve_subjects(&p1, &t1, &requests, &index, &stops, &keyed1);
         let mut held = IdentSet::default();
         for h in &holds {
             if let Some(id) = &h.identifier {
                 held.extend(index.resolve(id));
             }
         }
-        let mentions = MentionMatcher::new(&subjects.erase, &p.identifiers);
-        let th = keyed.for_tenant(&t);
-        let mut suppression: BTreeSet<String> = BTreeSet::new();
+        // Who is new since the previous night: not yet on the suppression list, or a
+        // rectification not yet applied.
+        let th = keyed1.for_tenant(&t1);
+        let known: BTreeSet<(String, String)> = prev_suppression
+            .iter()
+            .map(|(k, h, _)| (k.clone(), h.clone()))
+            .collect();
+        let mut delta = IdentSet::default();
         for (k, v) in subjects
             .erase
             .sorted()
             .into_iter()
             .chain(subjects.opt_out.sorted())
         {
-            suppression.insert(format!("{k},{}", th.identifier(&k, &v)));
+            if !known.contains(&(k.clone(), th.identifier(&k, &v))) {
+                delta.insert(&k, &v);
+            }
         }
-        let names: Vec<Dataset> = p.tenant_datasets().cloned().collect();
-        let results: Vec<Result<(String, (DataFrame, ApplyStats))>> = {
+        let new_rectify: BTreeSet<&String> = requests
+            .iter()
+            .filter(|r| r.kind == RequestKind::Rectify && !applied_before.contains(&r.id))
+            .map(|r| &r.id)
+            .collect();
+        if !new_rectify.is_empty() {
+            for r in &subjects.rectify {
+                delta.extend(r.subject.sorted());
+            }
+        }
+        let mut new_keys: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for ds in p1.tenant_datasets() {
+            for df in new_by_ds.get(&ds.name).into_iter().flatten() {
+                new_keys
+                    .entry(ds.name.clone())
+                    .or_default()
+                    .extend(pk_strings(df, ds).map_err(perr)?);
+            }
+        }
+        let mut suppression: BTreeSet<String> = prev_suppression
+            .iter()
+            .map(|(k, h, r)| format!("{k},{h},{r}"))
+            .collect();
+        for (k, v) in subjects.erase.sorted() {
+            suppression.insert(format!("{k},{},erased", th.identifier(&k, &v)));
+        }
+        for (k, v) in subjects.opt_out.sorted() {
+            suppression.insert(format!("{k},{},opted_out", th.identifier(&k, &v)));
+        }
+        let carried: Vec<(String, String, String)> = prev_suppression;
+        Ok(Resolved {
+            new_by_ds,
+            subjects,
+            applied,
+            held,
+            delta,
+            new_keys,
+            suppression,
+            carried,
+        })
+    })
+    .await?;
+
+    // Phase 2: which previous files must be rewritten.
+    let mut reuse: BTreeMap<String, Reuse> = BTreeMap::new();
+    if let Some(m) = prev {
+        for ds in p.tenant_datasets() {
+            let Some(entry) = m.datasets.get(&ds.name) else {
+                continue;
+            };
+            let r = reuse.entry(ds.name.clone()).or_default();
+            let months = if ds.retain.is_some() {
+                ds.retain_months
+            } else {
+                ds.retention_months
+            };
+            let cutoff = months.map(|mo| add_months(as_of, -(mo as i32)));
+            let keys = resolved.new_keys.get(&ds.name);
+            let too_many = entry.files.len() > p.policies.compact_files_over;
+            for f in &entry.files {
+                let must = full
+                    || too_many
+                    || cutoff.is_some_and(|c| f.min_ts.is_none_or(|ts| ts < c))
+                    || {
+                        let (kv, _) =
+                            crate::backups::footer_metadata(&ctx.outputs, &f.path, f.size).await?;
+                        match kv
+                            .get(crate::fingerprint::KEY)
+                            .and_then(|s| crate::fingerprint::Fingerprint::decode(s))
+                        {
+                            None => true,
+                            Some(fp) => {
+                                fp.may_hold(&resolved.delta, &p.identifiers)
+                                    || keys.is_some_and(|ks| ks.iter().any(|k| fp.may_hold_key(k)))
+                            }
+                        }
+                    };
+                if must {
+                    r.rewrite.push(f.clone())
+                } else {
+                    r.keep.push(f.clone())
+                }
+            }
+        }
+    }
+    let reads: Vec<(String, bool, String)> = reuse
+        .iter()
+        .flat_map(|(d, r)| {
+            r.rewrite
+                .iter()
+                .map(move |f| (d.clone(), true, f.path.clone()))
+        })
+        .collect();
+    let old_frames = read_tagged(ctx, &p, reads).await?;
+
+    let (p2, t2, keyed2) = (p.clone(), t.clone(), ctx.keyed.clone());
+    crate::runtime::cpu(move || {
+        let Resolved { mut new_by_ds, subjects, applied, held, suppression, carried, .. } = resolved;
+        let perr = |e: PolarsError| Error::internal(format!("tenant {t2}: {e}"));
+        let mut by_ds: BTreeMap<String, Vec<DataFrame>> = BTreeMap::new();
+        // Compaction order: previous snapshot rows first, then exports oldest to newest.
+        for (d, df) in old_frames {
+            by_ds.entry(d).or_default().push(df);
+        }
+        for (d, frames) in std::mem::take(&mut new_by_ds) {
+            by_ds.entry(d).or_default().extend(frames);
+        }
+        let th = keyed2.for_tenant(&t2);
+        let names: Vec<Dataset> = p2.tenant_datasets().cloned().collect();
+        let results: Vec<Result<(String, (DataFrame, ApplyStats, Vec<FileEntry>))>> = {
             use rayon::prelude::*;
             names
                 .par_iter()
                 .map(|ds| {
+                    let keep = reuse.get(&ds.name).map(|r| r.keep.clone()).unwrap_or_default();
                     let frames = by_ds.get(&ds.name).cloned().unwrap_or_default();
                     let df = crate::compact::compact(frames, ds).map_err(perr)?;
+                    // People handled on earlier nights, known here only by keyed hash.
+                    let mut subjects = subjects.clone();
+                    rehydrate(&df, ds, &p2.identifiers, &th, &carried, &mut subjects).map_err(perr)?;
+                    let mentions = MentionMatcher::new(&subjects.erase, &p2.identifiers);
                     let months = if ds.retain.is_some() { ds.retain_months } else { ds.retention_months };
                     let purge = ds.retain.is_none()
-                        && matches!((info.closed_at, p.policies.closed_tenant_months), (Some(c), Some(m)) if add_months(c, m as i32) <= as_of);
+                        && matches!((info.closed_at, p2.policies.closed_tenant_months), (Some(c), Some(m)) if add_months(c, m as i32) <= as_of);
                     let policy = apply::Policy {
                         mentions: &mentions,
-                        mask: &p.policies.free_text_mask,
+                        mask: &p2.policies.free_text_mask,
                         retention_cutoff: months.map(|m| add_months(as_of, -(m as i32))),
                         purge,
-                        hold_all: holds.iter().any(|h| h.identifier.is_none() && h.dataset.as_ref().is_none_or(|d| d == &ds.name)),
+                        hold_all: hold_all.contains(&ds.name),
                         held: &held,
                     };
-                    let out = apply::apply_dataset(df, ds, &p.identifiers, &subjects, &policy).map_err(perr)?;
-                    Ok((ds.name.clone(), out))
+                    let (out, stats) = apply::apply_dataset(df, ds, &p2.identifiers, &subjects, &policy).map_err(perr)?;
+                    Ok((ds.name.clone(), (out, stats, keep)))
                 })
                 .collect()
         };
         let datasets = results.into_iter().collect::<Result<BTreeMap<_, _>>>()?;
-        Ok(TenantOutput {
-            datasets,
-            applied,
-            suppression: suppression.into_iter().collect(),
-        })
+        Ok(TenantOutput { datasets, applied, suppression: suppression.into_iter().collect(), rewrite_key: key })
     })
+    .await
+}
+
+/// What phase 1 resolved for a tenant.
+struct Resolved {
+    new_by_ds: BTreeMap<String, Vec<DataFrame>>,
+    subjects: Subjects,
+    applied: Vec<AppliedRequest>,
+    held: IdentSet,
+    /// Identifiers of people affected since the previous night.
+    delta: IdentSet,
+    /// Primary keys re-sent tonight, per dataset.
+    new_keys: BTreeMap<String, BTreeSet<String>>,
+    suppression: BTreeSet<String>,
+    /// The previous suppression list: (kind, hash, reason).
+    carried: Vec<(String, String, String)>,
+}
+
+/// Adds to `subjects` the plain identifiers found in `df` whose keyed hash is on the previous
+/// suppression list: people erased or opted out on earlier nights whose rows were re-sent.
+fn rehydrate(
+    df: &DataFrame,
+    ds: &Dataset,
+    kinds: &BTreeMap<String, crate::spec::IdentifierKind>,
+    th: &crate::hash::TenantHasher,
+    carried: &[(String, String, String)],
+    subjects: &mut Subjects,
+) -> PolarsResult<()> {
+    if carried.is_empty() || df.height() == 0 {
+        return Ok(());
+    }
+    let erased: std::collections::HashSet<(&str, &str)> = carried
+        .iter()
+        .filter(|c| c.2 == "erased")
+        .map(|c| (c.0.as_str(), c.1.as_str()))
+        .collect();
+    let opted: std::collections::HashSet<(&str, &str)> = carried
+        .iter()
+        .filter(|c| c.2 == "opted_out")
+        .map(|c| (c.0.as_str(), c.1.as_str()))
+        .collect();
+    let norm = identity::NormalizedFrame::build(df, ds, kinds)?;
+    let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
+    for (_, kind, col) in &norm.columns {
+        let values: Vec<&String> = match col {
+            identity::NormColumn::Scalar(v) => v.iter().flatten().collect(),
+            identity::NormColumn::List(v) => v.iter().flatten().collect(),
+        };
+        for v in values {
+            if !seen.insert((kind.clone(), v.clone())) {
+                continue;
+            }
+            let h = th.identifier(kind, v);
+            if erased.contains(&(kind.as_str(), h.as_str())) {
+                subjects.erase.insert(kind, v);
+            }
+            if opted.contains(&(kind.as_str(), h.as_str())) {
+                subjects.opt_out.insert(kind, v);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads tagged files concurrently: (tag, from the outputs location?, path) → (tag, frame).
+async fn read_tagged(
+    ctx: &Context,
+    p: &Arc<Pipeline>,
+    reads: Vec<(String, bool, String)>,
+) -> Result<Vec<(String, DataFrame)>> {
+    futures::stream::iter(reads.into_iter().map(|(d, from_out, path)| {
+        let ds = p.datasets.get(d.trim_start_matches(IDENTITY_ONLY)).cloned();
+        let location = if from_out { &ctx.outputs } else { &ctx.exports };
+        async move { read_conformed(location, path, ds).await.map(|df| (d, df)) }
+    }))
+    .buffered(READ_CONCURRENCY)
+    .try_collect()
     .await
 }
 
@@ -710,11 +1004,18 @@ pub fn with_fingerprint(
     Ok(o)
 }
 
-/// One dataset's encoded snapshot files: (name, stats, rows, [(path, bytes, rows)]).
-type Encoded = (String, ApplyStats, u64, Vec<(String, Bytes, u64)>);
+/// One dataset's encoded snapshot files: (name, stats, rows, [(path, bytes, rows, min_ts)], kept files).
+type Encoded = (
+    String,
+    ApplyStats,
+    u64,
+    Vec<(String, Bytes, u64, Option<i64>)>,
+    Vec<FileEntry>,
+);
 
 /// Manifest entries of a written tenant, and what the plan shows of it.
 struct Written {
+    rewrite_key: String,
     datasets: BTreeMap<String, DatasetEntry>,
     suppression: Option<FileEntry>,
     planned: BTreeMap<String, PlannedDataset>,
@@ -736,11 +1037,12 @@ async fn write_tenant(
         datasets,
         applied,
         suppression,
+        rewrite_key,
     } = out;
     // Encode on rayon.
     let encoded: Vec<Encoded> = crate::runtime::cpu(move || {
         let mut res = Vec::new();
-        for (name, (df, stats)) in datasets {
+        for (name, (df, stats, keep)) in datasets {
             let ds = p
                 .datasets
                 .get(&name)
@@ -756,13 +1058,24 @@ async fn write_tenant(
                     ("lethe.tenant".into(), t.clone()),
                 ],
             };
-            let rows = df.height() as u64;
+            let rows = df.height() as u64 + keep.iter().map(|f| f.rows).sum::<u64>();
             let mut files = Vec::new();
             for (i, part) in crate::parquet_io::split_for_size(&df, p.policies.target_file_size)
                 .into_iter()
                 .enumerate()
             {
                 let n = part.height() as u64;
+                let min_ts = match &ds.timestamp_column {
+                    Some(c) => part
+                        .column(c)
+                        .and_then(|c| c.as_materialized_series().cast(&DataType::Int64))
+                        .ok()
+                        .and_then(|s| s.i64().ok().and_then(|ca| ca.min())),
+                    None => None,
+                };
+                if n == 0 && i > 0 {
+                    continue;
+                }
                 let mut part: DataFrame = part;
                 let part_opts = with_fingerprint(&opts, &part, ds, &p.identifiers)?;
                 let bytes = crate::parquet_io::write_parquet(&mut part, &part_opts)?;
@@ -773,9 +1086,10 @@ async fn write_tenant(
                     ),
                     bytes,
                     n,
+                    min_ts,
                 ));
             }
-            res.push((name, stats, rows, files));
+            res.push((name, stats, rows, files, keep));
         }
         Ok::<_, Error>(res)
     })
@@ -783,16 +1097,17 @@ async fn write_tenant(
     let mut entries = BTreeMap::new();
     let mut planned = BTreeMap::new();
     let mut puts: Vec<(String, Bytes)> = Vec::new();
-    for (name, stats, rows, files) in encoded {
-        let mut fe = Vec::new();
+    for (name, stats, rows, files, keep) in encoded {
+        let mut fe = keep;
         let mut bytes_total = 0;
-        for (path, bytes, n) in files {
+        for (path, bytes, n, min_ts) in files {
             bytes_total += bytes.len() as u64;
             fe.push(FileEntry {
                 path: path.clone(),
                 size: bytes.len() as u64,
                 sha256: sha256_hex(&bytes),
                 rows: n,
+                min_ts,
             });
             puts.push((path, bytes));
         }
@@ -815,7 +1130,7 @@ async fn write_tenant(
         );
     }
     let body = Bytes::from(suppression.iter().fold(
-        String::from("kind,hmac_sha256\n"),
+        String::from("kind,hmac_sha256,reason\n"),
         |mut s, l| {
             s.push_str(l);
             s.push('\n');
@@ -828,6 +1143,7 @@ async fn write_tenant(
         size: body.len() as u64,
         sha256: sha256_hex(&body),
         rows: suppression.len() as u64,
+        min_ts: None,
     };
     puts.push((spath, body));
     if !dry_run {
@@ -840,6 +1156,7 @@ async fn write_tenant(
         .await?;
     }
     Ok(Written {
+        rewrite_key,
         datasets: entries,
         suppression: Some(sup),
         planned,
@@ -862,6 +1179,7 @@ async fn run_tenant(
     }
     let out = compute_tenant(ctx, tp, prev.as_ref()).await?;
     let Written {
+        rewrite_key,
         datasets,
         suppression,
         planned,
@@ -901,6 +1219,7 @@ async fn run_tenant(
         },
         datasets,
         suppression,
+        rewrite_key,
     };
     commit::commit(&ctx.outputs, &manifest).await?;
     crate::evidence::append(

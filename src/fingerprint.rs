@@ -45,6 +45,25 @@ pub fn entries(
             NormColumn::List(v) => out.extend(v.iter().flatten().map(|x| format!("{kind}:{x}"))),
         }
     }
+    // Primary keys: a later night learns from the footer whether a re-sent row replaces one here.
+    let keys: Vec<Series> = ds
+        .primary_key
+        .iter()
+        .map(|k| {
+            df.column(k)
+                .and_then(|c| c.as_materialized_series().cast(&DataType::String))
+        })
+        .collect::<PolarsResult<_>>()?;
+    for i in 0..df.height() {
+        let mut key = String::from("pk:");
+        for (j, c) in keys.iter().enumerate() {
+            if j > 0 {
+                key.push('\u{1f}');
+            }
+            key.push_str(c.str()?.get(i).unwrap_or_default());
+        }
+        out.insert(key);
+    }
     let (emails, digits) = (email_token_re(), digits_re());
     for c in ds.free_text_columns() {
         let s = df.column(&c.name)?.as_materialized_series().clone();
@@ -92,6 +111,12 @@ impl Fingerprint {
     }
 
     /// Whether a file with this fingerprint may hold any identifier of `set` (false: it cannot).
+    /// Whether a file with this fingerprint may hold the row with primary key `key` (the key
+    /// columns' values joined by U+001F).
+    pub fn may_hold_key(&self, key: &str) -> bool {
+        self.0.check(format!("pk:{key}").as_str())
+    }
+
     pub fn may_hold(&self, set: &IdentSet, kinds: &BTreeMap<String, IdentifierKind>) -> bool {
         for (kind, value) in set.sorted() {
             let probe = match kinds.get(&kind).map(|k| k.normalize) {

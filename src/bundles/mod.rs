@@ -599,7 +599,11 @@ async fn export_tenant(
     });
     let spool = Arc::new(Spool::create(
         opts.scratch_dir.as_deref(),
-        &format!("{export_id}-{tenant}"),
+        // Unique even when an export id is reused: a spool never mixes two exports.
+        &format!(
+            "{export_id}-{tenant}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        ),
     )?);
     let scanned = scan(ctx, tenant, &manifest, &todo, opts.formats, spool).await?;
     timings.scan_ms += t0.elapsed().as_millis() as u64;
@@ -634,22 +638,87 @@ async fn export_tenant(
                     let mut b = BundleReport::new(&r.request_id, BundleStatus::Failed);
                     b.error = Some(e.to_string());
                     b.exit_code = Some(e.exit_code());
-                    b
+                    (b, None)
                 }))
             }
         })
         .await?;
     timings.publish_ms += t1.elapsed().as_millis() as u64;
-    for b in &published {
+    let mut evidence = Vec::new();
+    for (b, ev) in published {
         if let Some(e) = &b.error {
             reporter.report(Event::Warning {
                 message: format!("tenant {tenant}: request {}: {e}", b.request_id),
             });
         }
+        evidence.extend(ev);
+        out.requests.push(b);
     }
-    out.requests.extend(published);
     out.requests.sort_by(|a, b| a.request_id.cmp(&b.request_id));
+    if !evidence.is_empty()
+        && let Err(e) = record_evidence(ctx, tenant, &manifest, export_id, evidence).await
+    {
+        let message = format!("bundles written but not recorded in the evidence log: {e}");
+        reporter.report(Event::Warning {
+            message: format!("tenant {tenant}: {message}"),
+        });
+        out.status = TenantExportStatus::Failed;
+        out.error = Some(message);
+        out.exit_code = Some(e.exit_code());
+    }
     Ok(out)
+}
+
+/// What the evidence log keeps of one committed bundle.
+struct BundleEvidence {
+    request: crate::evidence::RequestEvidence,
+    files: Vec<crate::evidence::EvidenceFile>,
+    rows: u64,
+}
+
+/// One evidence record per tenant and export: the snapshot files read, each bundle's manifest
+/// and zip with their checksums (the manifest holds every other file's), and per request its id
+/// and keyed identifier hash. No personal data.
+async fn record_evidence(
+    ctx: &Context,
+    tenant: &str,
+    manifest: &Manifest,
+    export_id: &str,
+    bundles: Vec<BundleEvidence>,
+) -> Result<u64> {
+    use crate::evidence::{Entry, EvidenceFile};
+    let inputs = ctx
+        .pipeline
+        .tenant_datasets()
+        .filter_map(|ds| manifest.datasets.get(&ds.name))
+        .flat_map(|e| &e.files)
+        .map(|f| EvidenceFile {
+            location: "outputs".into(),
+            path: f.path.clone(),
+            size: f.size,
+            sha256: Some(f.sha256.clone()),
+        })
+        .collect();
+    let summary = serde_json::json!({
+        "snapshot_sequence": manifest.sequence,
+        "bundles_written": bundles.len(),
+        "rows": bundles.iter().map(|b| b.rows).sum::<u64>(),
+    });
+    let mut outputs = Vec::new();
+    let mut requests = Vec::new();
+    for b in bundles {
+        outputs.extend(b.files);
+        requests.push(b.request);
+    }
+    let entry = Entry {
+        run_id: export_id.to_string(),
+        stage: "bundles".into(),
+        inputs,
+        outputs,
+        requests,
+        summary,
+    };
+    crate::evidence::append(&ctx.pipeline, &ctx.outputs, tenant, &entry).await
 }
 
 /// Reads one snapshot file, checking it against the manifest (a bundle must not hand out a
@@ -862,7 +931,7 @@ async fn publish(
     formats: Formats,
     export_id: &str,
     snapshot: SnapshotRef,
-) -> Result<BundleReport> {
+) -> Result<(BundleReport, Option<BundleEvidence>)> {
     let outputs = &ctx.outputs;
     let prefix = bundles_prefix(tenant);
     let now = chrono::Utc::now();
@@ -945,6 +1014,7 @@ async fn publish(
     let body = serde_json::to_vec_pretty(&built.manifest)
         .map_err(|e| Error::internal(format!("bundle manifest encoding: {e}")))?;
     let manifest_sha256 = sha256_hex(&body);
+    let manifest_size = body.len() as u64;
     if !outputs
         .put_if_absent(&format!("{dir}/{MANIFEST_FILE}"), Bytes::from(body))
         .await?
@@ -955,8 +1025,8 @@ async fn publish(
         });
     }
     let mut b = BundleReport::new(&r.request_id, BundleStatus::Written);
-    b.path = Some(dir);
-    b.zip = Some(zip);
+    b.path = Some(dir.clone());
+    b.zip = Some(zip.clone());
     b.generation = Some(generation);
     b.outcome = Some(outcome);
     b.rows = built
@@ -965,8 +1035,35 @@ async fn publish(
         .iter()
         .map(|(k, d)| (k.clone(), d.rows))
         .collect();
+    let mut files = vec![crate::evidence::EvidenceFile {
+        location: "outputs".into(),
+        path: format!("{dir}/{MANIFEST_FILE}"),
+        size: manifest_size,
+        sha256: Some(manifest_sha256.clone()),
+    }];
+    if let Some(z) = &built.manifest.zip {
+        files.push(crate::evidence::EvidenceFile {
+            location: "outputs".into(),
+            path: zip.clone(),
+            size: z.size,
+            sha256: Some(z.sha256.clone()),
+        });
+    }
+    let ev = BundleEvidence {
+        request: crate::evidence::RequestEvidence {
+            request_id: r.request_id.clone(),
+            kind: "access".into(),
+            identifier_hash: built.manifest.identifier_hash.clone(),
+            applied_in: format!(
+                "bundle {dir} from snapshot manifest {}",
+                built.manifest.snapshot.sequence
+            ),
+        },
+        files,
+        rows: b.rows.values().sum(),
+    };
     b.manifest_sha256 = Some(manifest_sha256);
-    Ok(b)
+    Ok((b, Some(ev)))
 }
 
 /// Uploads a spooled file: in one put when small, else streamed in parts.

@@ -513,6 +513,7 @@ fn build(
         target_file_size_mb: None,
         row_group_rows: None,
         zstd_level: None,
+        compact_files_over: None,
     });
     let zstd_level = output.zstd_level.unwrap_or(3);
     if !(1..=22).contains(&zstd_level) {
@@ -548,6 +549,7 @@ fn build(
         target_file_size: output.target_file_size_mb.unwrap_or(128).max(1) * 1024 * 1024,
         row_group_rows: output.row_group_rows.unwrap_or(64 * 1024).max(1024),
         zstd_level,
+        compact_files_over: output.compact_files_over.unwrap_or(16).max(1),
         closed_tenant_months: spec
             .policies
             .retention

@@ -111,6 +111,7 @@ pub struct Policies {
     pub target_file_size: u64,
     pub row_group_rows: usize,
     pub zstd_level: i32,
+    pub compact_files_over: usize,
     pub closed_tenant_months: Option<u32>,
     pub backup_months: Option<u32>,
 }

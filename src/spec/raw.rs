@@ -216,6 +216,10 @@ pub struct OutputPolicy {
     /// zstd level for snapshot files (1..=22).
     #[serde(default)]
     pub zstd_level: Option<i32>,
+    /// A night rewrites only the files it must; when a dataset has more files than this, they
+    /// are compacted into fresh ones.
+    #[serde(default)]
+    pub compact_files_over: Option<usize>,
 }
 
 /// A dataset schema (`schemas/*.yaml`).

@@ -2,6 +2,7 @@
 //! and end-to-end pipeline runs (local disk and the S3 server started by scripts/test.sh).
 
 mod backups;
+mod bundles;
 mod cli;
 mod common;
 mod evidence;

@@ -24,7 +24,8 @@ const AS_OF: &str = "2026-11-29";
 /// A test key, so no run falls back to the demo key and all runs hash identically.
 const HMAC_KEY: &str = "shard-test-key-0123456789abcdef";
 
-/// Six tenants (so three shards all get work), few contacts and days, one backup month: quick.
+/// Six tenants (enough to spread over three shards), few contacts and days, one backup month:
+/// quick.
 fn sample(dir: &Path, seed: u64) -> Vec<String> {
     let opts = lethe::sample::SampleOptions {
         tenants: TENANTS,

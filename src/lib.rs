@@ -7,7 +7,9 @@
 //! [`report::Reporter`], which the CLI implements.
 
 pub mod apply;
+pub mod audit;
 pub mod backups;
+pub mod breach;
 pub mod bundles;
 pub mod commit;
 pub mod compact;

@@ -1,7 +1,9 @@
 //! Command-line interface: one module per subcommand, a tracing-backed [`Reporter`], and the
 //! mapping from library errors to exit codes (documented in the README, stable).
 
+mod audit;
 mod backups;
+mod breach;
 mod evidence;
 mod export;
 mod gc;
@@ -71,6 +73,10 @@ enum Command {
     Evidence(evidence::Args),
     /// Answer pending access requests with portability bundles (or one --subject).
     Export(export::Args),
+    /// Audit coverage, rows past retention and request completeness (JSON, Markdown, HTML).
+    Audit(audit::Args),
+    /// Scope a breach: affected tenants, people, records, data categories, notification deadline.
+    Breach(breach::Args),
 }
 
 /// Logs library events through tracing. Events carry no personal data.
@@ -177,6 +183,8 @@ pub fn main() -> i32 {
         Command::Gc(a) => gc::exec(a, &reporter),
         Command::Evidence(a) => evidence::exec(a, &reporter),
         Command::Export(a) => export::exec(a, &reporter),
+        Command::Audit(a) => audit::exec(a, &reporter),
+        Command::Breach(a) => breach::exec(a, &reporter),
     };
     match result {
         Ok(code) => code,

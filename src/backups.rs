@@ -230,6 +230,52 @@ pub async fn footer_metadata(
         .get_range(&op, size - 8..size)
         .await
         .map_err(storage_err)?;
+    if &tail[4..8] == b"PARE" {
+        // Encrypted footer: decrypt it with the tenant's key from the run's keyring.
+        let len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+        if len + 8 > size {
+            return Err(Error::bad_data(
+                format!("{}/{path}", loc.url()),
+                "corrupt Parquet footer",
+                "restore the file from its source",
+            ));
+        }
+        let suffix = store
+            .get_range(&op, size - 8 - len..size)
+            .await
+            .map_err(storage_err)?;
+        let mut r = parquet::file::metadata::ParquetMetaDataReader::new()
+            .with_decryption_properties(Some(crate::keystore::decryption()?));
+        r.try_parse_sized(&suffix, size).map_err(|e| Error::Key {
+            tenant: path
+                .split("tenant=")
+                .nth(1)
+                .or_else(|| path.split("tenants/").nth(1))
+                .and_then(|s| s.split('/').next())
+                .unwrap_or("?")
+                .to_string(),
+            path: Some(format!("{}/{path}", loc.url())),
+            message: format!("cannot decrypt the footer: {e}"),
+            hint: "set the pipeline's master key".into(),
+        })?;
+        let meta = r.finish().map_err(|e| {
+            Error::bad_data(
+                format!("{}/{path}", loc.url()),
+                format!("corrupt Parquet footer: {e}"),
+                "restore the file",
+            )
+        })?;
+        let kv = meta
+            .file_metadata()
+            .key_value_metadata()
+            .map(|kv| {
+                kv.iter()
+                    .filter_map(|k| Some((k.key.clone(), k.value.clone()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        return Ok((kv, len + 16));
+    }
     if &tail[4..8] != b"PAR1" {
         return Err(Error::bad_data(
             format!("{}/{path}", loc.url()),
@@ -378,6 +424,7 @@ async fn rewrite(
             held.extend(index.resolve(id));
         }
     }
+    let fp_key = job.ctx.keyed.for_tenant(job.tenant).fingerprint_key();
     let mut live: Vec<GenerationFile> = Vec::new();
     let mut superseded: Vec<String> = job
         .prev
@@ -406,7 +453,7 @@ async fn rewrite(
             stats.bytes_read += read;
             if let Some(fp) = kv
                 .get(crate::fingerprint::KEY)
-                .and_then(|s| crate::fingerprint::Fingerprint::decode(s))
+                .and_then(|s| crate::fingerprint::Fingerprint::decode(s, fp_key))
                 && !fp.may_hold(&subjects.erase, &p.identifiers)
             {
                 live.push(f.clone());
@@ -452,7 +499,7 @@ async fn rewrite(
             .next()
             .unwrap_or("part");
         let new_path = format!("{dir}/{stem}.lethe-{}-{i:04}.parquet", job.run_id);
-        let bytes = encode(&p, ds, job.tenant, out).await?;
+        let bytes = encode(job.ctx, ds, job.tenant, out, fp_key).await?;
         stats.bytes_written += bytes.len() as u64;
         live.push(GenerationFile {
             dataset: f.dataset.clone(),
@@ -552,10 +599,21 @@ async fn record(
         .map(|_| ())
 }
 
-async fn encode(p: &Arc<Pipeline>, ds: &Dataset, tenant: &str, df: DataFrame) -> Result<Bytes> {
-    let (p, ds, tenant) = (p.clone(), ds.clone(), tenant.to_string());
+async fn encode(
+    ctx: &Context,
+    ds: &Dataset,
+    tenant: &str,
+    df: DataFrame,
+    fp_key: [u8; 16],
+) -> Result<Bytes> {
+    let data_key = match &ctx.keystore {
+        Some(ks) => Some(ks.data_key(tenant).await?),
+        None => None,
+    };
+    let (p, ds, tenant) = (ctx.pipeline.clone(), ds.clone(), tenant.to_string());
     crate::runtime::cpu(move || {
         let opts = crate::parquet_io::WriteOptions {
+            encryption: data_key,
             zstd_level: p.policies.zstd_level,
             row_group_rows: p.policies.row_group_rows,
             bloom_columns: ds.identifier_columns().map(|c| c.name.clone()).collect(),
@@ -565,7 +623,7 @@ async fn encode(p: &Arc<Pipeline>, ds: &Dataset, tenant: &str, df: DataFrame) ->
                 ("lethe.tenant".into(), tenant),
             ],
         };
-        let opts = crate::exec::with_fingerprint(&opts, &df, &ds, &p.identifiers)?;
+        let opts = crate::exec::with_fingerprint(&opts, &df, &ds, &p.identifiers, &fp_key)?;
         let mut df = df;
         crate::parquet_io::write_parquet(&mut df, &opts)
     })
@@ -924,7 +982,14 @@ pub async fn restore(
                 .datasets
                 .get(&name)
                 .ok_or_else(|| Error::internal("dataset vanished"))?;
-            let bytes = encode(&p, ds, tenant, out).await?;
+            let bytes = encode(
+                &ctx,
+                ds,
+                tenant,
+                out,
+                ctx.keyed.for_tenant(tenant).fingerprint_key(),
+            )
+            .await?;
             stats.bytes_written += bytes.len() as u64;
             stats.files_rewritten += 1;
             dest.put(&format!("{name}/tenant={tenant}/part-00000.parquet"), bytes)

@@ -142,6 +142,10 @@ pub struct Context {
     pub ledger: Ledger,
     pub ledger_files: Vec<ObjectInfo>,
     pub exports_listed: Vec<ObjectInfo>,
+    /// Encryption at rest, when the pipeline configures it (keys of every tenant loaded).
+    pub keystore: Option<Arc<crate::keystore::Keystore>>,
+    /// Tenants whose keys were destroyed: skipped by every stage.
+    pub shredded: BTreeSet<String>,
 }
 
 fn loc(url: &str, p: &Pipeline) -> Result<Location> {
@@ -323,7 +327,25 @@ impl Context {
             name: "list".into(),
         });
         let tenant_info = read_tenants(&p, &exports, reporter).await?;
-        let tenants: BTreeSet<String> = tenant_info.keys().cloned().collect();
+        let mut tenants: BTreeSet<String> = tenant_info.keys().cloned().collect();
+        // A wrong master key fails here, before anything is read or written.
+        let keystore = crate::keystore::Keystore::open(&p)?.map(Arc::new);
+        let mut shredded = BTreeSet::new();
+        if let Some(ks) = &keystore {
+            for t in &tenants {
+                if ks.shredded(t).await?.is_some() {
+                    shredded.insert(t.clone());
+                } else {
+                    ks.load(t).await?;
+                }
+            }
+            for t in &shredded {
+                reporter.report(Event::Info {
+                    message: format!("tenant {t} was crypto-shredded: skipped"),
+                });
+                tenants.remove(t);
+            }
+        }
         let mut holds = p.holds.clone();
         if let Some(file) = &p.holds_file {
             holds.extend(read_holds(&p, file).await?);
@@ -339,6 +361,8 @@ impl Context {
             });
         }
         Ok(Context {
+            keystore,
+            shredded,
             tenant_info,
             holds,
             as_of,
@@ -813,6 +837,7 @@ async fn compute_tenant(
 
     // Phase 2: which previous files must be rewritten.
     let mut reuse: BTreeMap<String, Reuse> = BTreeMap::new();
+    let fp_key = ctx.keyed.for_tenant(&t).fingerprint_key();
     if let Some(m) = prev {
         for ds in p.tenant_datasets() {
             let Some(entry) = m.datasets.get(&ds.name) else {
@@ -836,7 +861,7 @@ async fn compute_tenant(
                             crate::backups::footer_metadata(&ctx.outputs, &f.path, f.size).await?;
                         match kv
                             .get(crate::fingerprint::KEY)
-                            .and_then(|s| crate::fingerprint::Fingerprint::decode(s))
+                            .and_then(|s| crate::fingerprint::Fingerprint::decode(s, fp_key))
                         {
                             None => true,
                             Some(fp) => {
@@ -994,11 +1019,12 @@ pub fn with_fingerprint(
     df: &DataFrame,
     ds: &Dataset,
     kinds: &BTreeMap<String, crate::spec::IdentifierKind>,
+    key: &[u8; 16],
 ) -> Result<crate::parquet_io::WriteOptions> {
     let mut o = opts.clone();
     let entries = crate::fingerprint::entries(df, ds, kinds)
         .map_err(|e| Error::internal(format!("fingerprint: {e}")))?;
-    if let Some(fp) = crate::fingerprint::encode(&entries) {
+    if let Some(fp) = crate::fingerprint::encode(&entries, key) {
         o.metadata.push((crate::fingerprint::KEY.into(), fp));
     }
     Ok(o)
@@ -1039,6 +1065,11 @@ async fn write_tenant(
         suppression,
         rewrite_key,
     } = out;
+    let fp_key = ctx.keyed.for_tenant(tenant).fingerprint_key();
+    let data_key = match &ctx.keystore {
+        Some(ks) if !dry_run => Some(ks.data_key(tenant).await?),
+        _ => None,
+    };
     // Encode on rayon.
     let encoded: Vec<Encoded> = crate::runtime::cpu(move || {
         let mut res = Vec::new();
@@ -1049,6 +1080,7 @@ async fn write_tenant(
                 .ok_or_else(|| Error::internal("dataset vanished"))?;
             let bloom: Vec<String> = ds.identifier_columns().map(|c| c.name.clone()).collect();
             let opts = crate::parquet_io::WriteOptions {
+                encryption: data_key.clone(),
                 zstd_level: p.policies.zstd_level,
                 row_group_rows: p.policies.row_group_rows,
                 bloom_columns: bloom,
@@ -1077,7 +1109,7 @@ async fn write_tenant(
                     continue;
                 }
                 let mut part: DataFrame = part;
-                let part_opts = with_fingerprint(&opts, &part, ds, &p.identifiers)?;
+                let part_opts = with_fingerprint(&opts, &part, ds, &p.identifiers, &fp_key)?;
                 let bytes = crate::parquet_io::write_parquet(&mut part, &part_opts)?;
                 files.push((
                     format!(
@@ -1435,4 +1467,49 @@ pub async fn run(p: Arc<Pipeline>, opts: RunOptions, reporter: &dyn Reporter) ->
             .await?;
     }
     Ok(report)
+}
+
+/// `lethe shred`: destroys a tenant's data keys (crypto-shredding), unless a hold covers it.
+pub async fn shred(
+    p: Arc<Pipeline>,
+    tenant: &str,
+    reporter: &dyn Reporter,
+) -> Result<crate::keystore::Shredded> {
+    let ctx = Context::open(p.clone(), reporter).await?;
+    let Some(ks) = &ctx.keystore else {
+        return Err(Error::config(
+            "the pipeline does not encrypt: there are no keys to shred",
+            "configure `encryption` in the spec; without it, delete data with retention or erasure",
+        ));
+    };
+    if ctx.shredded.contains(tenant) {
+        return Err(Error::Usage {
+            message: format!("tenant {tenant} is already shredded"),
+        });
+    }
+    if !ctx.tenants.contains(tenant) {
+        return Err(Error::Usage {
+            message: format!("tenant `{tenant}` is not in the tenant registry"),
+        });
+    }
+    if let Some(h) = ctx.active_holds(tenant).first() {
+        return Err(Error::config(
+            format!(
+                "refused: legal hold {} covers tenant {tenant} ({})",
+                h.id, h.reason
+            ),
+            "shredding destroys everything the hold protects; release the hold first",
+        ));
+    }
+    let record = ks.shred(tenant).await?;
+    let entry = crate::evidence::Entry {
+        run_id: format!("shred-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        stage: "shred".into(),
+        inputs: Vec::new(),
+        outputs: Vec::new(),
+        requests: Vec::new(),
+        summary: serde_json::json!({ "key_ids_destroyed": record.key_ids, "shredded_at": record.shredded_at }),
+    };
+    crate::evidence::append(&p, &ctx.outputs, tenant, &entry).await?;
+    Ok(record)
 }

@@ -1,6 +1,7 @@
 //! Identifier fingerprints of the Parquet files lethe writes: a split-block bloom filter (the one
-//! Parquet itself uses) of every normalized identifier a file holds, stored in the footer's
-//! key-value metadata. A backup rewrite reads only a file's footer to learn that it cannot hold
+//! Parquet itself uses) of every normalized identifier and primary key a file holds, keyed per
+//! tenant (SipHash with a key derived from the pipeline's HMAC key), in the footer's key-value
+//! metadata. A backup rewrite reads only a file's footer to learn that it cannot hold
 //! an erased person, and leaves it untouched, byte for byte.
 //!
 //! Parquet's own column bloom filters are kept too, but they index raw values (`Jane@X.com `),
@@ -87,11 +88,20 @@ pub fn entries(
     Ok(out)
 }
 
-/// Encodes a fingerprint of `entries` for the footer.
-pub fn encode(entries: &BTreeSet<String>) -> Option<String> {
+/// The keyed hash an entry is stored under: without the tenant's key, nobody can test whether a
+/// file holds a given email or phone number.
+fn keyed(entry: &str, key: &[u8; 16]) -> [u8; 8] {
+    use std::hash::Hasher;
+    let mut h = siphasher::sip::SipHasher13::new_with_key(key);
+    h.write(entry.as_bytes());
+    h.finish().to_le_bytes()
+}
+
+/// Encodes a fingerprint of `entries` for the footer, keyed with the tenant's fingerprint key.
+pub fn encode(entries: &BTreeSet<String>, key: &[u8; 16]) -> Option<String> {
     let mut f = Sbbf::new_with_ndv_fpp(entries.len().max(16) as u64, FPP).ok()?;
     for e in entries {
-        f.insert(e.as_str());
+        f.insert(&keyed(e, key)[..]);
     }
     let mut bits = Vec::new();
     f.write_bitset(&mut bits).ok()?;
@@ -99,22 +109,26 @@ pub fn encode(entries: &BTreeSet<String>) -> Option<String> {
 }
 
 /// A decoded fingerprint.
-pub struct Fingerprint(Sbbf);
+pub struct Fingerprint(Sbbf, [u8; 16]);
 
 impl Fingerprint {
-    pub fn decode(s: &str) -> Option<Self> {
+    pub fn decode(s: &str, key: [u8; 16]) -> Option<Self> {
         let bits = base64::engine::general_purpose::STANDARD.decode(s).ok()?;
         if bits.is_empty() || bits.len() % 32 != 0 {
             return None;
         }
-        Some(Fingerprint(Sbbf::new(&bits)))
+        Some(Fingerprint(Sbbf::new(&bits), key))
     }
 
     /// Whether a file with this fingerprint may hold any identifier of `set` (false: it cannot).
     /// Whether a file with this fingerprint may hold the row with primary key `key` (the key
     /// columns' values joined by U+001F).
     pub fn may_hold_key(&self, key: &str) -> bool {
-        self.0.check(format!("pk:{key}").as_str())
+        self.check(&format!("pk:{key}"))
+    }
+
+    fn check(&self, entry: &str) -> bool {
+        self.0.check(&keyed(entry, &self.1)[..])
     }
 
     pub fn may_hold(&self, set: &IdentSet, kinds: &BTreeMap<String, IdentifierKind>) -> bool {
@@ -130,9 +144,7 @@ impl Fingerprint {
                 // Ids are not searched for in free text (see `apply::MentionMatcher`).
                 _ => None,
             };
-            if self.0.check(format!("{kind}:{value}").as_str())
-                || probe.is_some_and(|p| self.0.check(p.as_str()))
-            {
+            if self.check(&format!("{kind}:{value}")) || probe.is_some_and(|p| self.check(&p)) {
                 return true;
             }
         }
@@ -175,8 +187,11 @@ mod tests {
         )
         .unwrap();
         let df = crate::conform::conform(df, ds, "t").unwrap();
-        let fp = Fingerprint::decode(&encode(&entries(&df, ds, &p.identifiers).unwrap()).unwrap())
-            .unwrap();
+        let key = [7u8; 16];
+        let enc = encode(&entries(&df, ds, &p.identifiers).unwrap(), &key).unwrap();
+        let fp = Fingerprint::decode(&enc, key).unwrap();
+        // Without the tenant's key the filter answers nothing useful.
+        let other = Fingerprint::decode(&enc, [8u8; 16]).unwrap();
         let one = |k: &str, v: &str| {
             let mut s = IdentSet::default();
             s.insert(k, v);
@@ -191,5 +206,6 @@ mod tests {
         assert!(!fp.may_hold(&one("email", "carol@example.com"), &p.identifiers));
         assert!(!fp.may_hold(&one("phone", "+14155550177"), &p.identifiers));
         assert!(!fp.may_hold(&one("contact_id", "c9"), &p.identifiers));
+        assert!(!other.may_hold(&one("phone", "+14155550100"), &p.identifiers));
     }
 }

@@ -64,6 +64,31 @@ pub async fn gc(p: Arc<Pipeline>, opts: GcOptions, reporter: &dyn Reporter) -> R
         dry_run: opts.dry_run,
         ..Default::default()
     };
+    // A shredded tenant's encrypted files can never be read again: all of them go.
+    for t in &ctx.shredded {
+        let prefix = commit::tenant_prefix(t);
+        for dir in ["snapshots/", "suppression/"] {
+            for o in ctx.outputs.list(&format!("{prefix}/{dir}")).await? {
+                report.bytes += o.size;
+                if !opts.dry_run {
+                    ctx.outputs.delete(&o.path).await?;
+                }
+                report.deleted.push(o.path.clone());
+            }
+        }
+        if let Some(url) = &p.locations.backups {
+            let backups = crate::storage::Location::parse(url, &p.base_dir)?;
+            for o in backups.list("").await? {
+                if o.path.contains(&format!("tenant={t}/")) && o.path.contains(".lethe-") {
+                    report.bytes += o.size;
+                    if !opts.dry_run {
+                        backups.delete(&o.path).await?;
+                    }
+                    report.deleted.push(format!("backups:{}", o.path));
+                }
+            }
+        }
+    }
     for t in &ctx.tenants {
         let prefix = commit::tenant_prefix(t);
         let Some(latest) = commit::latest(&ctx.outputs, t).await? else {

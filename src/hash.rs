@@ -100,6 +100,17 @@ pub struct TenantHasher {
 }
 
 impl TenantHasher {
+    /// A 128-bit key for the footer fingerprints of this tenant's files (keyed SipHash: fast
+    /// enough for every row, and useless for probing a file without the pipeline's key).
+    pub fn fingerprint_key(&self) -> [u8; 16] {
+        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC accepts any key length");
+        mac.update(b"lethe/fingerprint");
+        let d = mac.finalize().into_bytes();
+        let mut k = [0u8; 16];
+        k.copy_from_slice(&d[..16]);
+        k
+    }
+
     pub fn identifier(&self, kind: &str, normalized: &str) -> String {
         let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC accepts any key length");
         mac.update(kind.as_bytes());

@@ -21,6 +21,7 @@ pub mod fingerprint;
 pub mod gc;
 pub mod hash;
 pub mod identity;
+pub mod keystore;
 pub mod ledger;
 pub mod parquet_io;
 pub mod plan;

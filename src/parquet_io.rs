@@ -26,6 +26,9 @@ pub struct WriteOptions {
     pub bloom_columns: Vec<String>,
     /// Extra footer metadata (dataset, tenant, engine version).
     pub metadata: Vec<(String, String)>,
+    /// Encrypt with this data key (Parquet modular encryption, encrypted footer); the footer
+    /// records only the key's id.
+    pub encryption: Option<crate::keystore::DataKey>,
 }
 
 /// Converts a Polars frame to arrow-rs record batches through in-memory Arrow IPC.
@@ -42,7 +45,7 @@ pub fn to_arrow(
         .map_err(|e| Error::internal(format!("IPC export failed: {e}")))?;
     let reader = arrow::ipc::reader::FileReader::try_new(Cursor::new(buf), None)
         .map_err(|e| Error::internal(format!("IPC import failed: {e}")))?;
-    let schema = reader.schema();
+    let schema = arrow::record_batch::RecordBatchReader::schema(&reader);
     let batches = reader
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| Error::internal(format!("IPC import failed: {e}")))?;
@@ -84,6 +87,13 @@ pub fn write_parquet(df: &mut DataFrame, opts: &WriteOptions) -> Result<Bytes> {
                 .set_column_bloom_filter_max_ndv(cp, rows.min(opts.row_group_rows as u64));
         }
     }
+    if let Some(k) = &opts.encryption {
+        let enc = parquet::encryption::encrypt::FileEncryptionProperties::builder(k.key.to_vec())
+            .with_footer_key_metadata(k.id.clone().into_bytes())
+            .build()
+            .map_err(|e| Error::internal(format!("encryption properties: {e}")))?;
+        props = props.with_file_encryption_properties(enc);
+    }
     let mut out = Vec::new();
     let mut w = ArrowWriter::try_new(&mut out, schema, Some(props.build()))
         .map_err(|e| Error::internal(format!("parquet writer: {e}")))?;
@@ -96,8 +106,55 @@ pub fn write_parquet(df: &mut DataFrame, opts: &WriteOptions) -> Result<Bytes> {
     Ok(Bytes::from(out))
 }
 
-/// Reads a Parquet file lethe wrote (or any Parquet file) into a frame.
+/// Reads an encrypted Parquet file with arrow-rs (keys from the process keyring) into a frame.
+pub fn read_encrypted(bytes: Bytes, path: &str) -> Result<DataFrame> {
+    let opts = parquet::arrow::arrow_reader::ArrowReaderOptions::new()
+        .with_file_decryption_properties(crate::keystore::decryption()?);
+    let key_err = |e: &dyn std::fmt::Display| {
+        Error::Key {
+        tenant: path.split("tenant=").nth(1).or_else(|| path.split("tenants/").nth(1)).and_then(|s| s.split('/').next()).unwrap_or("?").to_string(),
+        path: Some(path.to_string()),
+        message: format!("cannot decrypt: {e}"),
+        hint: "set the pipeline's master key; a crypto-shredded tenant's files cannot be read by anyone".into(),
+    }
+    };
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new_with_options(
+            bytes, opts,
+        )
+        .map_err(|e| key_err(&e))?
+        .build()
+        .map_err(|e| key_err(&e))?;
+    let schema = arrow::record_batch::RecordBatchReader::schema(&reader);
+    let mut buf = Vec::new();
+    {
+        let mut w = arrow::ipc::writer::FileWriter::try_new(&mut buf, &schema)
+            .map_err(|e| Error::internal(format!("IPC: {e}")))?;
+        for b in reader {
+            let b = b.map_err(|e| {
+                Error::bad_data(
+                    path,
+                    format!("unreadable encrypted Parquet: {e}"),
+                    "the file is corrupt; restore it",
+                )
+            })?;
+            w.write(&b)
+                .map_err(|e| Error::internal(format!("IPC: {e}")))?;
+        }
+        w.finish()
+            .map_err(|e| Error::internal(format!("IPC: {e}")))?;
+    }
+    IpcReader::new(Cursor::new(buf))
+        .finish()
+        .map_err(|e| Error::internal(format!("IPC import: {e}")))
+}
+
+/// Reads a Parquet file lethe wrote (or any Parquet file) into a frame; encrypted files are
+/// decrypted with keys from the process keyring.
 pub fn read_parquet(bytes: Bytes, path: &str) -> Result<DataFrame> {
+    if crate::keystore::is_encrypted(&bytes) {
+        return read_encrypted(bytes, path);
+    }
     let r = std::panic::catch_unwind(|| ParquetReader::new(Cursor::new(bytes)).finish());
     match r {
         Ok(Ok(df)) => Ok(df),
@@ -146,6 +203,7 @@ mod tests {
         df.with_column(l.with_name("to".into()).into_column())
             .unwrap();
         let opts = WriteOptions {
+            encryption: None,
             zstd_level: 3,
             row_group_rows: 1024,
             bloom_columns: vec!["to".into(), "id".into()],

@@ -230,7 +230,11 @@ pub struct Coverage {
 }
 
 /// The erasure class of one column of `ds`.
-fn classify(ds: &Dataset, c: &crate::spec::Column, has_row_deletion: &[String]) -> (Erasure, String) {
+fn classify(
+    ds: &Dataset,
+    c: &crate::spec::Column,
+    has_row_deletion: &[String],
+) -> (Erasure, String) {
     let personal = c.personal || c.identifier.is_some() || c.free_text;
     if !personal {
         let rule = if has_row_deletion.is_empty() {
@@ -405,7 +409,10 @@ mod tests {
             Erasure::RowDeletion
         );
         let inv = c.datasets.iter().find(|d| d.dataset == "invoices").unwrap();
-        assert!(!inv.closed_tenant_rule, "legal obligation follows its own period");
+        assert!(
+            !inv.closed_tenant_rule,
+            "legal obligation follows its own period"
+        );
         assert!(matches!(
             inv.retention,
             RetentionRule::LegalObligation {
@@ -430,6 +437,9 @@ mod tests {
         }
         sms.columns.get_mut("direction").unwrap().personal = true;
         let c = build(&p);
-        assert_eq!(c.ungoverned_personal_columns, vec!["sms.direction".to_string()]);
+        assert_eq!(
+            c.ungoverned_personal_columns,
+            vec!["sms.direction".to_string()]
+        );
     }
 }

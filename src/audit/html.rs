@@ -149,7 +149,11 @@ fn cards(o: &mut String, r: &AuditReport) {
     o.push_str(r#"<section class="cards" aria-label="summary">"#);
     card(
         o,
-        if s.ungoverned_personal_columns > 0 { "bad" } else { "" },
+        if s.ungoverned_personal_columns > 0 {
+            "bad"
+        } else {
+            ""
+        },
         "Personal columns governed",
         &format!("{} / {}", s.governed_personal_columns, s.personal_columns),
         &format!("{} ungoverned", s.ungoverned_personal_columns),
@@ -247,7 +251,10 @@ fn coverage(o: &mut String, r: &AuditReport) {
         .map(|d| {
             (
                 d.dataset.clone(),
-                Erasure::ALL.iter().map(|e| u64::from(d.counts.get(*e))).collect(),
+                Erasure::ALL
+                    .iter()
+                    .map(|e| u64::from(d.counts.get(*e)))
+                    .collect(),
             )
         })
         .collect();
@@ -448,9 +455,12 @@ fn retention(o: &mut String, r: &AuditReport) {
         if !g.4.contains(&b.tenant.as_str()) {
             g.4.push(&b.tenant);
         }
-        let t = by_gen_tenant
-            .entry((&b.generation, &b.tenant))
-            .or_insert((b.window, b.manifest_sequence, RowCounts::default(), 0));
+        let t = by_gen_tenant.entry((&b.generation, &b.tenant)).or_insert((
+            b.window,
+            b.manifest_sequence,
+            RowCounts::default(),
+            0,
+        ));
         t.2.add(&b.counts);
         t.3 += b.files;
     }
@@ -539,7 +549,10 @@ fn request_rows(o: &mut String, items: &[&super::requests::RequestRow]) {
             r#"<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td><code title="{}">{}…</code></td><td>{}</td><td class="n">{} d</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
             esc(&i.request_id),
             esc(&i.tenant),
-            esc(&serde_json::to_value(i.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()),
+            esc(&serde_json::to_value(i.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()),
             esc(&i.identifier_hash),
             esc(i.identifier_hash.get(..16).unwrap_or(&i.identifier_hash)),
             esc(i.received_at.get(..10).unwrap_or(&i.received_at)),
@@ -604,11 +617,9 @@ fn requests(o: &mut String, r: &AuditReport) {
     o.push_str(r#"<table><thead><tr><th>tenant</th><th class="n">requests</th><th class="n">complete</th><th class="n">pending</th><th class="n">overdue</th><th>oldest pending</th></tr></thead><tbody>"#);
     for t in &q.tenants {
         let oldest = match (&t.oldest_pending_received_at, t.oldest_pending_age_days) {
-            (Some(at), Some(d)) => format!(
-                "{} days (received {})",
-                d,
-                esc(at.get(..10).unwrap_or(at))
-            ),
+            (Some(at), Some(d)) => {
+                format!("{} days (received {})", d, esc(at.get(..10).unwrap_or(at)))
+            }
             _ => r#"<span class="zero">none</span>"#.into(),
         };
         let _ = write!(
@@ -643,10 +654,10 @@ fn requests(o: &mut String, r: &AuditReport) {
     request_rows(o, &all);
     let _ = write!(
         o,
-        r#"</details><p class="lead">{} access request(s) are answered by portability bundles and not audited here; {} ledger row(s) were rejected (see the run report).</p></section>
-"#,
+        r#"</details><p class="lead">{} access request(s) are answered by portability bundles and not audited here; {} ledger row(s) were rejected (see the run report).</p></section>"#,
         q.access_requests_not_audited, q.ledger_rejects
     );
+    o.push('\n');
 }
 
 fn residency(o: &mut String, r: &AuditReport) {

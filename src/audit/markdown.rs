@@ -235,7 +235,11 @@ pub fn render(r: &AuditReport) -> String {
             i.identifier_hash,
             i.received_at,
             i.age_days,
-            if i.snapshot_applied { "applied" } else { "not applied" },
+            if i.snapshot_applied {
+                "applied"
+            } else {
+                "not applied"
+            },
             backups,
             status
         );

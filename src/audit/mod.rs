@@ -246,7 +246,9 @@ pub(crate) fn live_files(
     listed: &[GenerationFile],
     manifest: Option<&GenerationManifest>,
 ) -> Vec<GenerationFile> {
-    let superseded: BTreeSet<&String> = manifest.map(|m| m.superseded.iter().collect()).unwrap_or_default();
+    let superseded: BTreeSet<&String> = manifest
+        .map(|m| m.superseded.iter().collect())
+        .unwrap_or_default();
     listed
         .iter()
         .filter(|f| !superseded.contains(&f.path))
@@ -510,7 +512,13 @@ pub async fn run(
                 }
             }
         }
-        residency.push(residency_of(&ctx, t, &info, manifest.as_ref().map(|m| m.sequence), live_generations));
+        residency.push(residency_of(
+            &ctx,
+            t,
+            &info,
+            manifest.as_ref().map(|m| m.sequence),
+            live_generations,
+        ));
         state.insert(
             t.clone(),
             requests::TenantState {
@@ -582,9 +590,15 @@ pub async fn run(
 fn rule_text(p: &Pipeline, ds: &Dataset, closed_at: Option<i64>, rule: &RetentionRule) -> String {
     let base = coverage::RetentionRule::of(ds).describe();
     match (rule.purge, closed_at, p.policies.closed_tenant_months) {
-        (true, Some(c), Some(m)) => format!("tenant closed {}: all content due {m} months later", day(c)),
+        (true, Some(c), Some(m)) => {
+            format!("tenant closed {}: all content due {m} months later", day(c))
+        }
         (false, Some(c), Some(m)) if ds.retain.is_none() => {
-            format!("{base}; tenant closed {}, content due {}", day(c), day(add_months(c, m as i32)))
+            format!(
+                "{base}; tenant closed {}, content due {}",
+                day(c),
+                day(add_months(c, m as i32))
+            )
         }
         _ => base,
     }
@@ -620,9 +634,7 @@ fn residency_of(
         },
         closed_at: info.closed_at.map(day),
         exports,
-        outputs: ctx
-            .outputs
-            .url_for(&crate::commit::tenant_prefix(tenant)),
+        outputs: ctx.outputs.url_for(&crate::commit::tenant_prefix(tenant)),
         backups,
         snapshot_sequence,
         backup_generations,
@@ -665,7 +677,8 @@ fn summarize(
         s.requests_pending += t.pending;
         s.requests_overdue += t.overdue;
         if let Some(a) = t.oldest_pending_age_days {
-            s.oldest_pending_age_days = Some(s.oldest_pending_age_days.map_or(a, |o: i64| o.max(a)));
+            s.oldest_pending_age_days =
+                Some(s.oldest_pending_age_days.map_or(a, |o: i64| o.max(a)));
         }
     }
     s

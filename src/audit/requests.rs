@@ -315,9 +315,12 @@ mod tests {
         let mut generations = BTreeMap::new();
         generations.insert(
             "2026-10-01".to_string(),
-            [th.identifier("email", "a@x.io"), th.identifier("email", "b@x.io")]
-                .into_iter()
-                .collect(),
+            [
+                th.identifier("email", "a@x.io"),
+                th.identifier("email", "b@x.io"),
+            ]
+            .into_iter()
+            .collect(),
         );
         generations.insert(
             "2026-11-01".to_string(),
@@ -350,7 +353,10 @@ mod tests {
             ]
         );
         let r2 = &r.items[1];
-        assert!(r2.snapshot_applied, "matched by keyed hash under another id");
+        assert!(
+            r2.snapshot_applied,
+            "matched by keyed hash under another id"
+        );
         assert_eq!(r2.backups.as_ref().unwrap().missing, vec!["2026-11-01"]);
         assert_eq!(r.access_requests_not_audited, 1);
         let t = &r.tenants[0];

@@ -40,7 +40,11 @@ impl RetentionRule {
         } else {
             ds.retention_months
         };
-        let purge_at = match (ds.retain.is_none(), closed_at, p.policies.closed_tenant_months) {
+        let purge_at = match (
+            ds.retain.is_none(),
+            closed_at,
+            p.policies.closed_tenant_months,
+        ) {
             (true, Some(c), Some(m)) => Some(add_months(c, m as i32)),
             _ => None,
         };
@@ -157,8 +161,7 @@ mod tests {
     use super::*;
 
     fn pipeline() -> Pipeline {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/helpdesk.yaml");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/helpdesk.yaml");
         crate::spec::load(&path).expect("the helpdesk spec loads")
     }
 
@@ -202,9 +205,11 @@ mod tests {
         let p = pipeline();
         let as_of = ts("2026-12-01");
         let closed = Some(ts("2026-03-01"));
-        let calls_rule = RetentionRule::for_dataset(&p, p.datasets.get("calls").unwrap(), closed, as_of);
+        let calls_rule =
+            RetentionRule::for_dataset(&p, p.datasets.get("calls").unwrap(), closed, as_of);
         assert!(calls_rule.purge && calls_rule.purge_overdue);
-        let inv = RetentionRule::for_dataset(&p, p.datasets.get("invoices").unwrap(), closed, as_of);
+        let inv =
+            RetentionRule::for_dataset(&p, p.datasets.get("invoices").unwrap(), closed, as_of);
         assert!(!inv.purge);
         assert_eq!(inv.cutoff, Some(add_months(as_of, -120)));
         let contacts = p.datasets.get("contacts").unwrap();

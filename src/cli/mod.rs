@@ -12,6 +12,7 @@ mod restore;
 mod run;
 mod sample_data;
 mod schema;
+mod shred;
 mod validate;
 mod verify;
 
@@ -71,6 +72,8 @@ enum Command {
     Gc(gc::Args),
     /// The hash-chained evidence log: `lethe evidence verify PIPELINE`.
     Evidence(evidence::Args),
+    /// Crypto-shred a tenant: destroy its data keys (refused under a legal hold).
+    Shred(shred::Args),
     /// Answer pending access requests with portability bundles (or one --subject).
     Export(export::Args),
     /// Audit coverage, rows past retention and request completeness (JSON, Markdown, HTML).
@@ -182,6 +185,7 @@ pub fn main() -> i32 {
         Command::Restore(a) => restore::exec(a, &reporter),
         Command::Gc(a) => gc::exec(a, &reporter),
         Command::Evidence(a) => evidence::exec(a, &reporter),
+        Command::Shred(a) => shred::exec(a, &reporter),
         Command::Export(a) => export::exec(a, &reporter),
         Command::Audit(a) => audit::exec(a, &reporter),
         Command::Breach(a) => breach::exec(a, &reporter),

@@ -561,6 +561,51 @@ fn build(
             .as_ref()
             .and_then(|r| r.backup_months),
     };
+    let encryption = spec.encryption.as_ref().and_then(|e| {
+        if e.master_key_env.is_none() && e.master_key_file.is_none() {
+            ps.push(
+                "encryption",
+                "encryption needs a master key source",
+                Some("set `master_key_env` (e.g. LETHE_MASTER_KEY) or `master_key_file`".into()),
+            );
+        }
+        if let Some(v) = &e.master_key_env
+            && (v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            ps.push(
+                "encryption.master_key_env",
+                format!("`{v}` is not an environment variable name"),
+                Some("name the variable; never put the key itself in the spec".into()),
+            );
+        }
+        let keystore =
+            match interpolate(&e.keystore, &env).and_then(|s| resolve_location(&s, base_dir)) {
+                Ok(k) => k,
+                Err(m) => {
+                    ps.push(
+                        "encryption.keystore",
+                        format!("bad keystore location: {m}"),
+                        None,
+                    );
+                    return None;
+                }
+            };
+        let master_key_file = e
+            .master_key_file
+            .as_ref()
+            .and_then(|f| match interpolate(f, &env) {
+                Ok(f) => Some(base_dir.join(f).display().to_string()),
+                Err(m) => {
+                    ps.push("encryption.master_key_file", m, None);
+                    None
+                }
+            });
+        Some(Encryption {
+            master_key_env: e.master_key_env.clone(),
+            master_key_file,
+            keystore,
+        })
+    });
     let mut holds = Vec::new();
     let mut holds_file = None;
     if let Some(h) = &spec.holds {
@@ -623,6 +668,7 @@ fn build(
         policies,
         holds,
         holds_file,
+        encryption,
     })
 }
 

@@ -30,6 +30,16 @@ pub struct Pipeline {
     pub holds: Vec<Hold>,
     /// A holds file to read at run time (resolved path or URL).
     pub holds_file: Option<String>,
+    pub encryption: Option<Encryption>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Encryption {
+    pub master_key_env: Option<String>,
+    /// Resolved path of the master key file.
+    pub master_key_file: Option<String>,
+    /// Resolved keystore location.
+    pub keystore: String,
 }
 
 /// A legal hold. Identifiers are normalized; `expires` is UTC microseconds.

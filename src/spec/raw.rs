@@ -38,6 +38,23 @@ pub struct PipelineSpec {
     /// Legal holds: what they cover is never deleted (retention, erasure, backup expiry, gc).
     #[serde(default)]
     pub holds: Option<HoldsSpec>,
+    /// Encryption at rest of every Parquet file lethe writes (snapshots, rewritten backups,
+    /// bundles), with one data key per tenant wrapped by a master key.
+    #[serde(default)]
+    pub encryption: Option<EncryptionSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionSpec {
+    /// Environment variable holding the 32-byte master key (64 hex digits or base64).
+    #[serde(default)]
+    pub master_key_env: Option<String>,
+    /// Or a file holding it (relative to the spec); never the key itself.
+    #[serde(default)]
+    pub master_key_file: Option<String>,
+    /// Where the wrapped per-tenant data keys live (URL or path).
+    pub keystore: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]

@@ -92,6 +92,10 @@ pub fn read_frame(bytes: Bytes, path: &str, hints: &ReadHints) -> Result<DataFra
             "the export was probably interrupted; re-export it",
         ));
     }
+    // Files lethe wrote under encryption at rest: arrow-rs decrypts with the run's keys.
+    if format == FileFormat::Parquet && crate::keystore::is_encrypted(&data) {
+        return crate::parquet_io::read_encrypted(data, path);
+    }
     // Polars has panicked on malformed input before; a bad export must fail this file with a
     // clear message, not take down the run.
     let decoded = catch_unwind(AssertUnwindSafe(|| decode(format, data, hints)));

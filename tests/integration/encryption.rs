@@ -1,0 +1,232 @@
+//! Encryption at rest: files cannot be read without the key (by lethe or a plain Parquet
+//! reader), wrong or missing keys fail cleanly before anything is written, crypto-shredding one
+//! tenant leaves the others readable, holds refuse shredding.
+
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+
+use crate::pipeline::{lethe, small_sample, text, walk, write_pipeline};
+
+const KEY: &str = "0001020304050607080910111213141516171819202122232425262728293031";
+const OTHER: &str = "ff01020304050607080910111213141516171819202122232425262728293031";
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    data: PathBuf,
+    spec: PathBuf,
+}
+
+fn setup(seed: u64) -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let data = dir.join("data");
+    small_sample(&data, seed);
+    let spec = write_pipeline(
+        &dir,
+        &data.join("exports").display().to_string(),
+        &data.join("ledger").display().to_string(),
+        &dir.join("out").display().to_string(),
+    );
+    std::fs::rename(data.join("backups"), dir.join("backups")).unwrap();
+    let mut text = std::fs::read_to_string(&spec).unwrap();
+    text.push_str(&format!(
+        "\nencryption:\n  master_key_env: LETHE_TEST_MASTER_KEY\n  keystore: {}\n",
+        dir.join("keystore").display()
+    ));
+    std::fs::write(&spec, text).unwrap();
+    Setup {
+        _tmp: tmp,
+        dir,
+        data,
+        spec,
+    }
+}
+
+fn snapshot_files(out: &Path, tenant: Option<&str>) -> Vec<PathBuf> {
+    walk(&out.join("tenants"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .filter(|p| tenant.is_none_or(|t| p.to_string_lossy().contains(&format!("/tenants/{t}/"))))
+        .collect()
+}
+
+fn tenants(data: &Path) -> Vec<String> {
+    std::fs::read_to_string(data.join("exports/tenants/tenants.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn encrypted_snapshots_backups_and_key_errors() {
+    let s = setup(51);
+    let spec = s.spec.to_str().unwrap();
+    let env = [("LETHE_TEST_MASTER_KEY", KEY)];
+    let o = lethe(&["run", spec], &env);
+    assert!(o.status.success(), "{}", text(&o));
+    let files = snapshot_files(&s.dir.join("out"), None);
+    assert!(!files.is_empty());
+    for f in &files {
+        let b = std::fs::read(f).unwrap();
+        assert_eq!(&b[b.len() - 4..], b"PARE", "{} is encrypted", f.display());
+        // A plain Parquet reader cannot read it.
+        assert!(
+            ParquetReader::new(std::fs::File::open(f).unwrap())
+                .finish()
+                .is_err()
+        );
+    }
+    // The keystore holds wrapped keys only: no key bytes in clear.
+    for k in walk(&s.dir.join("keystore")) {
+        let t = std::fs::read_to_string(&k).unwrap();
+        assert!(t.contains("AES-256-GCM") && !t.contains(KEY));
+    }
+    let o = lethe(&["verify", spec], &env);
+    assert!(
+        o.status.success(),
+        "lethe reads its encrypted files: {}",
+        text(&o)
+    );
+    let o = lethe(&["backups", spec, "--as-of", "2026-11-29"], &env);
+    assert!(o.status.success(), "{}", text(&o));
+    let rewritten: Vec<PathBuf> = walk(&s.dir.join("backups"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".lethe-"))
+        .collect();
+    assert!(!rewritten.is_empty());
+    for f in &rewritten {
+        let b = std::fs::read(f).unwrap();
+        assert_eq!(&b[b.len() - 4..], b"PARE");
+    }
+    let o = lethe(
+        &["verify", spec, "--backups", "--as-of", "2026-11-29"],
+        &env,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+
+    // Something new to do, then a wrong key and a missing key: exit 78, nothing written.
+    let t = &tenants(&s.data)[0];
+    std::fs::write(
+        s.data.join("ledger/late.csv"),
+        format!("request_id,tenant_id,kind,identifier_kind,identifier,received_at,field,value\nL-1,{t},erase,contact_id,C-10003,2026-11-28T00:00:00Z,,\n"),
+    )
+    .unwrap();
+    let before = walk(&s.dir.join("out"));
+    let o = lethe(&["run", spec], &[("LETHE_TEST_MASTER_KEY", OTHER)]);
+    assert_eq!(o.status.code(), Some(78), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("tenant"),
+        "{}",
+        text(&o)
+    );
+    let o = lethe(&["run", spec], &[]);
+    assert_eq!(o.status.code(), Some(78), "{}", text(&o));
+    assert_eq!(walk(&s.dir.join("out")), before, "nothing written");
+    let o = lethe(&["run", spec], &env);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn shredding_one_tenant_leaves_the_others_readable() {
+    let s = setup(52);
+    let spec = s.spec.to_str().unwrap();
+    let env = [("LETHE_TEST_MASTER_KEY", KEY)];
+    let o = lethe(&["run", spec], &env);
+    assert!(o.status.success(), "{}", text(&o));
+    let ts = tenants(&s.data);
+    let (victim, other) = (&ts[0], &ts[1]);
+
+    // Refused while a hold covers the tenant.
+    let holds = s.dir.join("holds.yaml");
+    std::fs::write(
+        &holds,
+        format!("- id: H-1\n  reason: audit\n  tenant: {victim}\n"),
+    )
+    .unwrap();
+    let spec_text = std::fs::read_to_string(&s.spec).unwrap();
+    let held_spec = s.dir.join("held.yaml");
+    std::fs::write(
+        &held_spec,
+        spec_text.replace(
+            &crate::pipeline::repo()
+                .join("sample-data/holds.yaml")
+                .display()
+                .to_string(),
+            &holds.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let o = lethe(
+        &[
+            "shred",
+            held_spec.to_str().unwrap(),
+            "--tenant",
+            victim,
+            "--yes",
+        ],
+        &env,
+    );
+    assert_eq!(o.status.code(), Some(78), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("H-1"),
+        "{}",
+        text(&o)
+    );
+
+    let o = lethe(&["shred", spec, "--tenant", victim], &env);
+    assert_eq!(o.status.code(), Some(64), "needs --yes: {}", text(&o));
+    let o = lethe(&["shred", spec, "--tenant", victim, "--yes"], &env);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // The victim's files cannot be read by lethe any more; the other tenant's can.
+    let victim_file = snapshot_files(&s.dir.join("out"), Some(victim))
+        .pop()
+        .unwrap();
+    let other_file = snapshot_files(&s.dir.join("out"), Some(other))
+        .pop()
+        .unwrap();
+    let rt = lethe::runtime::Runtime::new().unwrap();
+    // In this process the key comes from a key file (no environment variables shared with
+    // the tests running beside this one).
+    let key_file = s.dir.join("master.key");
+    std::fs::write(&key_file, KEY).unwrap();
+    let file_spec = s.dir.join("file-key.yaml");
+    std::fs::write(
+        &file_spec,
+        std::fs::read_to_string(&s.spec).unwrap().replace(
+            "master_key_env: LETHE_TEST_MASTER_KEY",
+            &format!("master_key_file: {}", key_file.display()),
+        ),
+    )
+    .unwrap();
+    let p = std::sync::Arc::new(lethe::spec::load(&file_spec).unwrap());
+    let ctx = rt
+        .block_on(lethe::exec::Context::open(p, &lethe::report::Silent))
+        .unwrap();
+    assert!(ctx.shredded.contains(victim.as_str()));
+    let read = |f: &Path| {
+        lethe::parquet_io::read_parquet(
+            bytes::Bytes::from(std::fs::read(f).unwrap()),
+            &f.display().to_string(),
+        )
+    };
+    let err = read(&victim_file).unwrap_err();
+    assert_eq!(err.exit_code(), 78, "{err}");
+    assert!(read(&other_file).is_ok());
+
+    // The run skips the shredded tenant; verify passes for the others; gc removes its files.
+    let o = lethe(&["run", spec], &env);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = lethe(&["verify", spec], &env);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = lethe(&["gc", spec, "--grace", "0s"], &env);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(snapshot_files(&s.dir.join("out"), Some(victim)).is_empty());
+    assert!(!snapshot_files(&s.dir.join("out"), Some(other)).is_empty());
+    let o = lethe(&["evidence", "verify", spec], &env);
+    assert!(o.status.success(), "{}", text(&o));
+}

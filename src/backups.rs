@@ -594,7 +594,7 @@ async fn record(
         requests,
         summary: serde_json::json!({ "generation": m.generation, "manifest": m.sequence, "expired": m.expired, "deleted_files": m.superseded, "stats": stats }),
     };
-    crate::evidence::append(&ctx.pipeline, &ctx.outputs, &m.tenant, &entry)
+    crate::evidence::append(&ctx.pipeline, ctx.out(&m.tenant), &m.tenant, &entry)
         .await
         .map(|_| ())
 }

@@ -690,7 +690,7 @@ impl BreachReport {
         let _ = writeln!(o, "# Breach scope: {}\n", cell(&self.pipeline));
         let _ = writeln!(
             o,
-            "- Aware at: **{}**\n- Notify every affected tenant by: **{}** ({NOTIFY_WITHIN_HOURS} hours)\n- Source: {}\n- Tenants in scope: {}\n- Datasets in scope: {}\n- Time window: {} to {}",
+            "- Aware at: **{}**\n- Notify every affected tenant by: **{}** ({NOTIFY_WITHIN_HOURS} hours)\n- Source: {}\n- Tenants in scope: {}\n- Datasets in scope: {}\n- Time window: {}",
             self.aware_at,
             self.notify_by,
             self.scope.source,
@@ -704,8 +704,14 @@ impl BreachReport {
             } else {
                 self.scope.datasets.join(", ")
             },
-            self.scope.from.as_deref().unwrap_or("the beginning"),
-            self.scope.to.as_deref().unwrap_or("now"),
+            match (&self.scope.from, &self.scope.to) {
+                (None, None) => "none (every row)".to_string(),
+                (from, to) => format!(
+                    "{} to {}",
+                    from.as_deref().unwrap_or("the first row"),
+                    to.as_deref().unwrap_or("the last row")
+                ),
+            },
         );
         if let Some(obj) = &self.objects {
             let _ = writeln!(

@@ -160,8 +160,25 @@ pub async fn verify(
     tenants: &[String],
     _reporter: &dyn Reporter,
 ) -> Result<EvidenceReport> {
-    let outputs = Location::parse(&p.locations.outputs, &p.base_dir)?;
     let mut report = EvidenceReport::default();
+    // Every outputs location: the pipeline's, and each region's (evidence stays in region).
+    let mut urls: Vec<&String> = std::iter::once(&p.locations.outputs)
+        .chain(p.regions.values())
+        .collect();
+    urls.sort();
+    urls.dedup();
+    for url in urls {
+        let outputs = Location::parse(url, &p.base_dir)?;
+        verify_location(&outputs, tenants, &mut report).await?;
+    }
+    Ok(report)
+}
+
+async fn verify_location(
+    outputs: &Location,
+    tenants: &[String],
+    report: &mut EvidenceReport,
+) -> Result<()> {
     let mut seen_tenants: Vec<String> = outputs
         .list("evidence/")
         .await?
@@ -181,7 +198,7 @@ pub async fn verify(
             continue;
         }
         report.tenants += 1;
-        let live: std::collections::BTreeSet<String> = match commit::latest(&outputs, &t).await? {
+        let live: std::collections::BTreeSet<String> = match commit::latest(outputs, &t).await? {
             Some(m) => m
                 .datasets
                 .values()
@@ -191,7 +208,7 @@ pub async fn verify(
             None => Default::default(),
         };
         let mut prev: Option<String> = None;
-        let records = chain(&outputs, &t).await?;
+        let records = chain(outputs, &t).await?;
         // After crypto-shredding, every file of the tenant is unreadable and collected by gc.
         let mut shredded = false;
         if let Some((_, last)) = records.last() {
@@ -251,5 +268,5 @@ pub async fn verify(
             prev = Some(sha256_hex(&bytes));
         }
     }
-    Ok(report)
+    Ok(())
 }

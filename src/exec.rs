@@ -146,6 +146,8 @@ pub struct Context {
     pub keystore: Option<Arc<crate::keystore::Keystore>>,
     /// Tenants whose keys were destroyed: skipped by every stage.
     pub shredded: BTreeSet<String>,
+    /// Each tenant's outputs location (its region's, when the spec declares regions).
+    pub tenant_outputs: BTreeMap<String, Location>,
 }
 
 fn loc(url: &str, p: &Pipeline) -> Result<Location> {
@@ -360,7 +362,30 @@ impl Context {
                 ),
             });
         }
+        // Residency: route every tenant to its region's outputs, or refuse to run.
+        let mut tenant_outputs = BTreeMap::new();
+        for (t, info) in &tenant_info {
+            let loc = if p.regions.is_empty() {
+                outputs.clone()
+            } else {
+                let region = info.region.clone().unwrap_or_default();
+                let url = p.regions.get(&region).ok_or_else(|| {
+                    Error::config(
+                        format!(
+                            "tenant {t} has region `{region}`, which the spec maps to no location"
+                        ),
+                        format!(
+                            "add `regions.{region}` to the spec (declared: {})",
+                            p.regions.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    )
+                })?;
+                Location::parse(url, &p.base_dir)?
+            };
+            tenant_outputs.insert(t.clone(), loc);
+        }
         Ok(Context {
+            tenant_outputs,
             keystore,
             shredded,
             tenant_info,
@@ -409,6 +434,12 @@ impl Context {
         e
     }
 
+    /// The outputs location of a tenant: its region's when the spec declares regions. Tenant
+    /// data, bundles and evidence are written only here.
+    pub fn out(&self, tenant: &str) -> &Location {
+        self.tenant_outputs.get(tenant).unwrap_or(&self.outputs)
+    }
+
     /// The active holds of a tenant.
     pub fn active_holds(&self, tenant: &str) -> Vec<&crate::spec::Hold> {
         self.holds
@@ -427,7 +458,7 @@ impl Context {
                 continue;
             }
             let all = by_tenant.get(t).cloned().unwrap_or_default();
-            let prev = commit::latest(&self.outputs, t).await?;
+            let prev = commit::latest(self.out(t), t).await?;
             let requests: Vec<&ledger::Request> = self.ledger.for_tenant(t).collect();
             let fp = plan::fingerprint(p, t, &all, &requests, &self.keyed, &self.policy_epoch(t));
             let new = plan::new_exports(&all, prev.as_ref());
@@ -567,12 +598,16 @@ fn stop_senders(p: &Pipeline, ds: &Dataset, df: &DataFrame) -> PolarsResult<Vec<
 struct TenantOutput {
     /// Per dataset: the rows processed tonight (and their stats), plus previous snapshot files
     /// kept as they are (they hold no changed key and no newly affected person).
-    datasets: BTreeMap<String, (DataFrame, ApplyStats, Vec<FileEntry>)>,
+    datasets: BTreeMap<String, Processed>,
     applied: Vec<AppliedRequest>,
     /// `kind,hmac,reason` lines.
     suppression: Vec<String>,
     rewrite_key: String,
 }
+
+/// One dataset of a tenant after tonight's work: the rows processed, their stats, and the
+/// previous files kept as they are.
+type Processed = (DataFrame, ApplyStats, Vec<FileEntry>);
 
 /// Previous snapshot files of one dataset, split into those a night keeps and those it rewrites.
 #[derive(Default)]
@@ -646,7 +681,8 @@ async fn read_suppression(
     let Some(f) = prev.and_then(|m| m.suppression.as_ref()) else {
         return Ok(Vec::new());
     };
-    let bytes = ctx.outputs.get(&f.path).await?;
+    let tenant = prev.map(|m| m.tenant.clone()).unwrap_or_default();
+    let bytes = ctx.out(&tenant).get(&f.path).await?;
     Ok(String::from_utf8_lossy(&bytes)
         .lines()
         .skip(1)
@@ -713,7 +749,7 @@ async fn compute_tenant(
             ));
         }
     }
-    let frames = read_tagged(ctx, &p, reads).await?;
+    let frames = read_tagged(ctx, &p, &t, reads).await?;
     let prev_suppression = read_suppression(ctx, prev).await?;
 
     let requests: Vec<ledger::Request> = ctx.ledger.for_tenant(&t).cloned().collect();
@@ -858,7 +894,7 @@ async fn compute_tenant(
                     || cutoff.is_some_and(|c| f.min_ts.is_none_or(|ts| ts < c))
                     || {
                         let (kv, _) =
-                            crate::backups::footer_metadata(&ctx.outputs, &f.path, f.size).await?;
+                            crate::backups::footer_metadata(ctx.out(&t), &f.path, f.size).await?;
                         match kv
                             .get(crate::fingerprint::KEY)
                             .and_then(|s| crate::fingerprint::Fingerprint::decode(s, fp_key))
@@ -886,7 +922,7 @@ async fn compute_tenant(
                 .map(move |f| (d.clone(), true, f.path.clone()))
         })
         .collect();
-    let old_frames = read_tagged(ctx, &p, reads).await?;
+    let old_frames = read_tagged(ctx, &p, &t, reads).await?;
 
     let (p2, t2, keyed2) = (p.clone(), t.clone(), ctx.keyed.clone());
     crate::runtime::cpu(move || {
@@ -902,7 +938,7 @@ async fn compute_tenant(
         }
         let th = keyed2.for_tenant(&t2);
         let names: Vec<Dataset> = p2.tenant_datasets().cloned().collect();
-        let results: Vec<Result<(String, (DataFrame, ApplyStats, Vec<FileEntry>))>> = {
+        let results: Vec<Result<(String, Processed)>> = {
             use rayon::prelude::*;
             names
                 .par_iter()
@@ -1001,11 +1037,16 @@ fn rehydrate(
 async fn read_tagged(
     ctx: &Context,
     p: &Arc<Pipeline>,
+    tenant: &str,
     reads: Vec<(String, bool, String)>,
 ) -> Result<Vec<(String, DataFrame)>> {
     futures::stream::iter(reads.into_iter().map(|(d, from_out, path)| {
         let ds = p.datasets.get(d.trim_start_matches(IDENTITY_ONLY)).cloned();
-        let location = if from_out { &ctx.outputs } else { &ctx.exports };
+        let location = if from_out {
+            ctx.out(tenant)
+        } else {
+            &ctx.exports
+        };
         async move { read_conformed(location, path, ds).await.map(|df| (d, df)) }
     }))
     .buffered(READ_CONCURRENCY)
@@ -1181,7 +1222,7 @@ async fn write_tenant(
     if !dry_run {
         futures::stream::iter(
             puts.into_iter()
-                .map(|(path, bytes)| async move { ctx.outputs.put(&path, bytes).await }),
+                .map(|(path, bytes)| async move { ctx.out(tenant).put(&path, bytes).await }),
         )
         .buffer_unordered(READ_CONCURRENCY)
         .try_collect::<Vec<()>>()
@@ -1202,7 +1243,7 @@ async fn run_tenant(
     run_id: &str,
     opts: &RunOptions,
 ) -> Result<TenantReport> {
-    let prev = commit::latest(&ctx.outputs, &tp.tenant).await?;
+    let prev = commit::latest(ctx.out(&tp.tenant), &tp.tenant).await?;
     if prev.as_ref().map(|m| m.sequence) != tp.previous_sequence {
         return Err(Error::CommitConflict {
             tenant: tp.tenant.clone(),
@@ -1253,10 +1294,10 @@ async fn run_tenant(
         suppression,
         rewrite_key,
     };
-    commit::commit(&ctx.outputs, &manifest).await?;
+    commit::commit(ctx.out(&tp.tenant), &manifest).await?;
     crate::evidence::append(
         &ctx.pipeline,
-        &ctx.outputs,
+        ctx.out(&tp.tenant),
         &tp.tenant,
         &snapshot_evidence(&manifest),
     )
@@ -1510,6 +1551,6 @@ pub async fn shred(
         requests: Vec::new(),
         summary: serde_json::json!({ "key_ids_destroyed": record.key_ids, "shredded_at": record.shredded_at }),
     };
-    crate::evidence::append(&p, &ctx.outputs, tenant, &entry).await?;
+    crate::evidence::append(&p, ctx.out(tenant), tenant, &entry).await?;
     Ok(record)
 }

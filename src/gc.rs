@@ -68,10 +68,10 @@ pub async fn gc(p: Arc<Pipeline>, opts: GcOptions, reporter: &dyn Reporter) -> R
     for t in &ctx.shredded {
         let prefix = commit::tenant_prefix(t);
         for dir in ["snapshots/", "suppression/"] {
-            for o in ctx.outputs.list(&format!("{prefix}/{dir}")).await? {
+            for o in ctx.out(t).list(&format!("{prefix}/{dir}")).await? {
                 report.bytes += o.size;
                 if !opts.dry_run {
-                    ctx.outputs.delete(&o.path).await?;
+                    ctx.out(t).delete(&o.path).await?;
                 }
                 report.deleted.push(o.path.clone());
             }
@@ -91,7 +91,7 @@ pub async fn gc(p: Arc<Pipeline>, opts: GcOptions, reporter: &dyn Reporter) -> R
     }
     for t in &ctx.tenants {
         let prefix = commit::tenant_prefix(t);
-        let Some(latest) = commit::latest(&ctx.outputs, t).await? else {
+        let Some(latest) = commit::latest(ctx.out(t), t).await? else {
             continue;
         };
         let mut live: std::collections::BTreeSet<String> = latest
@@ -104,7 +104,7 @@ pub async fn gc(p: Arc<Pipeline>, opts: GcOptions, reporter: &dyn Reporter) -> R
         }
         let holds = ctx.active_holds(t);
         for dir in ["snapshots/", "suppression/"] {
-            for o in ctx.outputs.list(&format!("{prefix}/{dir}")).await? {
+            for o in ctx.out(t).list(&format!("{prefix}/{dir}")).await? {
                 if live.contains(&o.path) {
                     continue;
                 }
@@ -122,7 +122,7 @@ pub async fn gc(p: Arc<Pipeline>, opts: GcOptions, reporter: &dyn Reporter) -> R
                 }
                 report.bytes += o.size;
                 if !opts.dry_run {
-                    ctx.outputs.delete(&o.path).await?;
+                    ctx.out(t).delete(&o.path).await?;
                 }
                 report.deleted.push(o.path.clone());
             }

@@ -25,6 +25,7 @@ pub mod keystore;
 pub mod ledger;
 pub mod parquet_io;
 pub mod plan;
+pub mod policy;
 pub mod report;
 pub mod runtime;
 pub mod sample;

@@ -139,7 +139,7 @@ pub async fn verify(
         if !tenants.is_empty() && !tenants.contains(t) {
             continue;
         }
-        let Some(m) = commit::latest(&ctx.outputs, t).await? else {
+        let Some(m) = commit::latest(ctx.out(t), t).await? else {
             reporter.report(Event::Info {
                 message: format!("tenant {t}: no snapshot yet"),
             });
@@ -151,7 +151,7 @@ pub async fn verify(
             let mut parts = Vec::new();
             for f in &entry.files {
                 report.files_checked += 1;
-                let bytes = ctx.outputs.get(&f.path).await?;
+                let bytes = ctx.out(t).get(&f.path).await?;
                 if bytes.len() as u64 != f.size || sha256_hex(&bytes) != f.sha256 {
                     report.checksum_failures.push(f.path.clone());
                     continue;

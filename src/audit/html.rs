@@ -62,6 +62,7 @@ svg.chart .value { font-weight:600; }
 svg.chart .grid { stroke:#e2e8f0; stroke-width:1; }
 svg.chart .track { fill:#f1f5f9; }
 ul.plain { margin:6px 0; padding-left:18px; }
+table.paths { table-layout:fixed; } table.paths code { word-break:break-all; }
 footer { max-width:1120px; margin:0 auto; padding:0 32px 40px; color:var(--muted); font-size:12px; }
 @media print { body { background:#fff; } header.top { background:#fff; color:#000; }
   header.top h1 { color:#000; } .cards { grid-template-columns:repeat(3,1fr); } }
@@ -661,7 +662,7 @@ fn requests(o: &mut String, r: &AuditReport) {
 }
 
 fn residency(o: &mut String, r: &AuditReport) {
-    o.push_str(r#"<section id="residency"><h2>4 · Where the data lives</h2><p class="lead">Each tenant's region (from the registry) and the locations holding its exports, snapshots and backups.</p><table><thead><tr><th>tenant</th><th>region</th><th>status</th><th>snapshot</th><th>exports</th><th>backups</th></tr></thead><tbody>"#);
+    o.push_str(r#"<section id="residency"><h2>4 · Where the data lives</h2><p class="lead">Each tenant's region (from the registry) and the locations holding its exports, snapshots and backups.</p><table class="paths"><thead><tr><th style="width:13%">tenant</th><th style="width:7%">region</th><th style="width:13%">status</th><th style="width:20%">snapshot</th><th style="width:27%">exports</th><th style="width:20%">backups</th></tr></thead><tbody>"#);
     for t in &r.residency {
         let status = match &t.closed_at {
             Some(c) => badge("b-mute", &format!("closed {c}")),

@@ -44,33 +44,45 @@ fn nice_step(max: u64, parts: u64) -> u64 {
     p.saturating_mul(10)
 }
 
-fn legend(out: &mut String, series: &[Series], x0: f64, y: f64) {
+/// Approximate width of a label at the charts' 12px font: enough to lay out a legend.
+fn text_width(s: &str) -> f64 {
+    7.0 * s.chars().count() as f64
+}
+
+/// Draws the legend from `x0`, wrapping before `max_x`; returns the y below its last line.
+fn legend(out: &mut String, series: &[Series], x0: f64, max_x: f64) -> f64 {
     let mut x = x0;
+    let mut y = 18.0;
     for s in series {
+        let w = 17.0 + text_width(s.label);
+        if x > x0 && x + w > max_x {
+            x = x0;
+            y += 20.0;
+        }
         let _ = write!(
             out,
-            r#"<g class="legend"><rect x="{x:.1}" y="{:.1}" width="12" height="12" rx="2" fill="{}"/><text x="{:.1}" y="{:.1}">{}</text></g>"#,
+            r#"<g class="legend"><rect x="{x:.1}" y="{:.1}" width="12" height="12" rx="2" fill="{}"/><text x="{:.1}" y="{y:.1}">{}</text></g>"#,
             y - 10.0,
             s.color,
             x + 17.0,
-            y,
             esc(s.label)
         );
-        // Approximate text width: good enough to space a legend of short labels.
-        x += 17.0 + 7.0 * s.label.chars().count() as f64 + 22.0;
+        x += w + 22.0;
     }
+    y + 14.0
 }
 
 /// Horizontal stacked bars: one row per label, one segment per series.
 pub fn horizontal(id: &str, title: &str, rows: &[(String, Vec<u64>)], series: &[Series]) -> String {
-    let width = 760.0;
-    let label_w = 150.0;
-    let right = 60.0;
+    let width = 1000.0;
+    let label_w = 170.0;
+    let right = 70.0;
     let plot_w = width - label_w - right;
     let bar_h = 22.0;
     let gap = 12.0;
-    let top = 44.0;
     let axis_h = 26.0;
+    let mut legend_svg = String::new();
+    let top = legend(&mut legend_svg, series, label_w, width - right) + 12.0;
     let height = top + rows.len().max(1) as f64 * (bar_h + gap) + axis_h;
     let max = rows
         .iter()
@@ -88,7 +100,7 @@ pub fn horizontal(id: &str, title: &str, rows: &[(String, Vec<u64>)], series: &[
         esc(id),
         esc(title)
     );
-    legend(&mut out, series, label_w, 18.0);
+    out.push_str(&legend_svg);
     // Grid lines and tick labels.
     let mut tick = 0u64;
     while tick as f64 <= scale_max {
@@ -143,17 +155,18 @@ pub fn horizontal(id: &str, title: &str, rows: &[(String, Vec<u64>)], series: &[
 
 /// Vertical stacked columns: one column per label (e.g. a month), one segment per series.
 pub fn vertical(id: &str, title: &str, cols: &[(String, Vec<u64>)], series: &[Series]) -> String {
-    let width = 760.0;
-    let left = 48.0;
+    let width = 1000.0;
+    let left = 56.0;
     let right = 16.0;
-    let top = 44.0;
-    let plot_h = 200.0;
+    let mut legend_svg = String::new();
+    let top = legend(&mut legend_svg, series, left, width - right) + 16.0;
+    let plot_h = 220.0;
     let bottom = 34.0;
     let height = top + plot_h + bottom;
     let plot_w = width - left - right;
     let n = cols.len().max(1) as f64;
     let slot = plot_w / n;
-    let bar_w = (slot * 0.6).min(64.0);
+    let bar_w = (slot * 0.6).min(72.0);
     let max = cols
         .iter()
         .map(|(_, v)| v.iter().sum::<u64>())
@@ -171,7 +184,7 @@ pub fn vertical(id: &str, title: &str, cols: &[(String, Vec<u64>)], series: &[Se
         esc(id),
         esc(title)
     );
-    legend(&mut out, series, left, 18.0);
+    out.push_str(&legend_svg);
     let mut tick = 0u64;
     while tick as f64 <= scale_max {
         let y = base - plot_h * tick as f64 / scale_max;

@@ -334,6 +334,35 @@ pub fn mask_shared(
     Ok(out)
 }
 
+/// The rule of [`mask_shared`] on one rendered row of a shared row: every value of a `redact`
+/// column (given by position and identifier kind) that is not one of request `req`'s identifiers
+/// becomes [`REDACTED`]. JSON and CSV are rendered row by row through this; Parquet goes through
+/// [`mask_shared`]; a test holds the two to the same result.
+pub fn mask_values(
+    values: &mut [serde_json::Value],
+    redact: &[(usize, String)],
+    m: &Matcher,
+    req: ReqIdx,
+) {
+    use serde_json::Value;
+    for (pos, kind) in redact {
+        let Some(v) = values.get_mut(*pos) else {
+            continue;
+        };
+        let items: Vec<&mut Value> = match v {
+            Value::Array(items) => items.iter_mut().collect(),
+            other => vec![other],
+        };
+        for item in items {
+            if let Value::String(s) = item
+                && !m.belongs(kind, s, req)
+            {
+                *s = REDACTED.to_string();
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -460,6 +489,27 @@ mod tests {
         // The sender (`delete_row`, not `redact`) stays visible.
         let from = view.column("from_addr").unwrap().as_materialized_series();
         assert_eq!(from.str().unwrap().get(1), Some("bob@x.example"));
+
+        // Row by row (JSON, CSV) and frame-wise (Parquet) masking agree.
+        let (mut framewise, mut rowwise) = (Vec::new(), Vec::new());
+        crate::bundles::render_rows(&view, &ds, Some(&mut framewise), None).unwrap();
+        let cells = crate::bundles::render::FrameCells::new(&df, &ds).unwrap();
+        let redact: Vec<(usize, String)> = ["to_addrs", "cc_addrs"]
+            .iter()
+            .map(|c| (cells.position(c).unwrap(), "email".to_string()))
+            .collect();
+        let rows = &split[&0];
+        for (row, owned) in rows.rows.iter().zip(&rows.owned) {
+            let mut values = cells.row(*row as usize);
+            if !owned {
+                mask_values(&mut values, &redact, &m, 0);
+            }
+            cells.json_line(&values, &mut rowwise);
+        }
+        assert_eq!(
+            String::from_utf8(rowwise).unwrap(),
+            String::from_utf8(framewise).unwrap()
+        );
     }
 
     #[test]

@@ -529,6 +529,8 @@ struct Scanned {
     erased: Vec<Option<(String, String)>>,
     /// Per request and dataset: rows found.
     stats: Vec<BTreeMap<String, BundleDataset>>,
+    /// Per request: its rendered files still in memory (taken by the bundle that publishes it).
+    pending: Vec<std::sync::Mutex<BTreeMap<String, spool::Pending>>>,
     files_scanned: usize,
     rows_scanned: u64,
 }
@@ -744,12 +746,15 @@ async fn fetch(outputs: &Location, f: &FileEntry) -> Result<(String, Bytes)> {
 struct ScanState {
     matcher: Matcher,
     spool: Arc<Spool>,
+    buffers: spool::Buffers,
     formats: Formats,
     stats: Vec<BTreeMap<String, BundleDataset>>,
     rows_scanned: u64,
 }
 
 impl ScanState {
+    /// Matches one frame against every request and appends each matching row, as its
+    /// requester may see it, to that request's files.
     fn process(&mut self, df: &DataFrame, ds: &Dataset, path: &str) -> Result<()> {
         self.rows_scanned += df.height() as u64;
         let perr = |e| Error::polars(path, e);
@@ -757,21 +762,39 @@ impl ScanState {
         if split.is_empty() {
             return Ok(());
         }
+        // Columns are read once per frame and rows rendered one by one, rather than a copy
+        // of the frame per request: most requests match a handful of rows.
+        let cells = render::FrameCells::new(df, ds).map_err(perr)?;
+        let redact: Vec<(usize, String)> = ds
+            .identifier_columns()
+            .filter(|c| c.on_erase == Some(crate::spec::OnErase::Redact))
+            .filter_map(|c| Some((cells.position(&c.name)?, c.identifier.clone()?)))
+            .collect();
         let header = render::csv_header(ds);
+        let (json_name, csv_name) = (format!("{}.jsonl", ds.name), format!("{}.csv", ds.name));
         for (req, rows) in split {
-            let mut view = mask_shared(df, &rows, ds, &self.matcher, req).map_err(perr)?;
-            let mut json = self.formats.json.then(Vec::new);
-            let mut csv = self.formats.csv.then(Vec::new);
-            render_rows(&view, ds, json.as_mut(), csv.as_mut()).map_err(perr)?;
-            if let Some(b) = json {
-                self.spool
-                    .append(req, &format!("{}.jsonl", ds.name), &[], &b)?;
-            }
-            if let Some(b) = csv {
-                self.spool
-                    .append(req, &format!("{}.csv", ds.name), &header, &b)?;
+            for (row, owned) in rows.rows.iter().zip(&rows.owned) {
+                let mut values = cells.row(*row as usize);
+                if !owned {
+                    matcher::mask_values(&mut values, &redact, &self.matcher, req);
+                }
+                if self.formats.json {
+                    let b = self.buffers.get(req, &json_name, &[]);
+                    let before = b.len();
+                    cells.json_line(&values, b);
+                    let added = b.len() - before;
+                    self.buffers.grew(&self.spool, req, &json_name, added)?;
+                }
+                if self.formats.csv {
+                    let b = self.buffers.get(req, &csv_name, &header);
+                    let before = b.len();
+                    render::csv_line(&values, b);
+                    let added = b.len() - before;
+                    self.buffers.grew(&self.spool, req, &csv_name, added)?;
+                }
             }
             if self.formats.parquet {
+                let mut view = mask_shared(df, &rows, ds, &self.matcher, req).map_err(perr)?;
                 self.spool.chunk(req, &ds.name, &mut view)?;
             }
             let e = self.stats[req as usize].entry(ds.name.clone()).or_default();
@@ -878,6 +901,7 @@ async fn scan(
         matcher: Matcher::new(&p.identifiers, &resolved),
         spool: spool.clone(),
         formats,
+        buffers: spool::Buffers::default(),
         stats: vec![BTreeMap::new(); todo.len()],
         rows_scanned: 0,
     };
@@ -914,6 +938,12 @@ async fn scan(
         resolved: resolved.iter().map(BTreeSet::len).collect(),
         erased,
         stats: state.stats,
+        pending: state
+            .buffers
+            .into_requests(todo.len())
+            .into_iter()
+            .map(std::sync::Mutex::new)
+            .collect(),
         files_scanned,
         rows_scanned: state.rows_scanned,
     })
@@ -998,20 +1028,28 @@ async fn publish(
         zip: None,
     };
     let spool = scanned.spool.clone();
-    let built = cpu(move || spool::build(&spool, req, &p, formats, m)).await?;
+    let pending = scanned
+        .pending
+        .get(i)
+        .map(|m| std::mem::take(&mut *m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)))
+        .unwrap_or_default();
+    let spool::Built {
+        files,
+        zip: zip_content,
+        manifest: built,
+    } = cpu(move || spool::build(&spool, req, pending, &p, formats, m)).await?;
     let dir = format!("{prefix}{folder}");
     futures::stream::iter(
-        built
-            .files
-            .iter()
-            .map(|(name, local)| upload(outputs, format!("{dir}/{name}"), local.clone())),
+        files
+            .into_iter()
+            .map(|(name, content)| upload(outputs, format!("{dir}/{name}"), content)),
     )
     .buffer_unordered(4)
     .try_collect::<Vec<()>>()
     .await?;
     let zip = format!("{prefix}{folder}.zip");
-    upload(outputs, zip.clone(), built.zip.clone()).await?;
-    let body = serde_json::to_vec_pretty(&built.manifest)
+    upload(outputs, zip.clone(), zip_content).await?;
+    let body = serde_json::to_vec_pretty(&built)
         .map_err(|e| Error::internal(format!("bundle manifest encoding: {e}")))?;
     let manifest_sha256 = sha256_hex(&body);
     let manifest_size = body.len() as u64;
@@ -1030,7 +1068,6 @@ async fn publish(
     b.generation = Some(generation);
     b.outcome = Some(outcome);
     b.rows = built
-        .manifest
         .datasets
         .iter()
         .map(|(k, d)| (k.clone(), d.rows))
@@ -1041,7 +1078,7 @@ async fn publish(
         size: manifest_size,
         sha256: Some(manifest_sha256.clone()),
     }];
-    if let Some(z) = &built.manifest.zip {
+    if let Some(z) = &built.zip {
         files.push(crate::evidence::EvidenceFile {
             location: "outputs".into(),
             path: zip.clone(),
@@ -1053,10 +1090,10 @@ async fn publish(
         request: crate::evidence::RequestEvidence {
             request_id: r.request_id.clone(),
             kind: "access".into(),
-            identifier_hash: built.manifest.identifier_hash.clone(),
+            identifier_hash: built.identifier_hash.clone(),
             applied_in: format!(
                 "bundle {dir} from snapshot manifest {}",
-                built.manifest.snapshot.sequence
+                built.snapshot.sequence
             ),
         },
         files,
@@ -1066,8 +1103,12 @@ async fn publish(
     Ok((b, Some(ev)))
 }
 
-/// Uploads a spooled file: in one put when small, else streamed in parts.
-async fn upload(loc: &Location, rel: String, local: PathBuf) -> Result<()> {
+/// Uploads one file of a bundle: from memory, or from the spool (streamed in parts when large).
+async fn upload(loc: &Location, rel: String, content: spool::Content) -> Result<()> {
+    let local = match content {
+        spool::Content::Memory(b) => return loc.put(&rel, Bytes::from(b)).await,
+        spool::Content::File(p) => p,
+    };
     let io_err = |op: &'static str, path: &Path| {
         let path = path.to_path_buf();
         move |source| Error::Io { op, path, source }

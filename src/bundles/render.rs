@@ -121,6 +121,64 @@ fn csv_cell(v: &Value) -> String {
     }
 }
 
+/// A frame's columns read once as their schema types, so rows can be rendered one at a time
+/// for whichever requests they belong to without copying the frame per request.
+pub struct FrameCells<'a> {
+    names: Vec<&'a str>,
+    cols: Vec<Cells>,
+}
+
+impl<'a> FrameCells<'a> {
+    pub fn new(df: &DataFrame, ds: &'a Dataset) -> PolarsResult<Self> {
+        let mut names = Vec::with_capacity(ds.columns.len());
+        let mut cols = Vec::with_capacity(ds.columns.len());
+        for c in ds.columns.values() {
+            names.push(c.name.as_str());
+            cols.push(Cells::of(
+                df.column(&c.name)?.as_materialized_series(),
+                c.ty,
+            )?);
+        }
+        Ok(FrameCells { names, cols })
+    }
+
+    /// Position of a column in [`FrameCells::row`]'s values.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| *n == name)
+    }
+
+    /// Row `i`'s values, in schema order.
+    pub fn row(&self, i: usize) -> Vec<Value> {
+        self.cols.iter().map(|c| c.value(i)).collect()
+    }
+
+    /// One JSON object (keys in schema order) and a newline.
+    pub fn json_line(&self, values: &[Value], out: &mut Vec<u8>) {
+        out.push(b'{');
+        for (k, (name, v)) in self.names.iter().zip(values).enumerate() {
+            if k > 0 {
+                out.push(b',');
+            }
+            // Serializing strings and `Value`s into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, name);
+            out.push(b':');
+            let _ = serde_json::to_writer(&mut *out, v);
+        }
+        out.extend_from_slice(b"}\n");
+    }
+}
+
+/// One CSV line (RFC 4180, CRLF).
+pub fn csv_line(values: &[Value], out: &mut Vec<u8>) {
+    for (k, v) in values.iter().enumerate() {
+        if k > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(csv_cell(v).as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Rows of `df` (a frame of `ds`) as JSON lines and CSV lines (no header), appended to `json`
 /// and `csv` when given.
 pub fn render_rows(
@@ -129,32 +187,14 @@ pub fn render_rows(
     mut json: Option<&mut Vec<u8>>,
     mut csv: Option<&mut Vec<u8>>,
 ) -> PolarsResult<()> {
-    let cols: Vec<(&str, Cells)> = ds
-        .columns
-        .values()
-        .map(|c| {
-            Ok((
-                c.name.as_str(),
-                Cells::of(df.column(&c.name)?.as_materialized_series(), c.ty)?,
-            ))
-        })
-        .collect::<PolarsResult<_>>()?;
+    let cells = FrameCells::new(df, ds)?;
     for i in 0..df.height() {
-        let values: Vec<Value> = cols.iter().map(|(_, c)| c.value(i)).collect();
+        let values = cells.row(i);
         if let Some(out) = json.as_deref_mut() {
-            let obj: serde_json::Map<String, Value> = cols
-                .iter()
-                .zip(values.iter())
-                .map(|((name, _), v)| ((*name).to_string(), v.clone()))
-                .collect();
-            // Serializing a `Value` to a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut *out, &Value::Object(obj));
-            out.push(b'\n');
+            cells.json_line(&values, out);
         }
         if let Some(out) = csv.as_deref_mut() {
-            let line = values.iter().map(csv_cell).collect::<Vec<_>>().join(",");
-            out.extend_from_slice(line.as_bytes());
-            out.extend_from_slice(b"\r\n");
+            csv_line(&values, out);
         }
     }
     Ok(())

@@ -1,14 +1,16 @@
-//! Local scratch space where each person's bundle grows while the snapshot is scanned once, and
-//! where a finished bundle (its files, README, manifest and zip) is assembled before upload.
+//! Where each person's bundle grows while the snapshot is scanned once, and where a finished
+//! bundle (its files, README, manifest and zip) is assembled before upload.
 //!
-//! The scan appends each request's rows to that request's files chunk by chunk, so a person with
-//! a very large history streams through local disk instead of being held in memory; object stores
-//! cannot append, hence the spool. It holds personal data: the directory is private to the user
-//! (0700) and removed when the export ends, whatever the outcome.
+//! The scan appends each request's rendered rows to in-memory buffers; a buffer that grows past
+//! [`SPILL_BYTES`], or all of them when together they pass [`BUFFER_BUDGET`], is appended to a
+//! file in a private local directory. So a person with a very large history streams through
+//! local disk (object stores cannot append), while the usual small bundle never touches it. The
+//! directory holds personal data: it is private to the user (0700) and removed when the export
+//! ends, whatever the outcome.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use parquet::arrow::ArrowWriter;
@@ -22,6 +24,13 @@ use super::matcher::ReqIdx;
 use super::render::{self, BundleDataset, BundleFile, BundleManifest};
 use crate::error::{Error, Result};
 use crate::spec::{Dataset, Pipeline};
+
+/// One request's buffer larger than this is appended to its spool file.
+pub const SPILL_BYTES: usize = 4 << 20;
+/// All buffers together larger than this are appended to their spool files.
+pub const BUFFER_BUDGET: usize = 128 << 20;
+/// A bundle whose files together are smaller than this is zipped in memory.
+const ZIP_IN_MEMORY: u64 = 32 << 20;
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
     move |source| Error::Io {
@@ -61,8 +70,8 @@ impl Spool {
         self.root.join(req.to_string())
     }
 
-    /// Appends `bytes` to a request's file, writing `header` first when the file is new.
-    pub fn append(&self, req: ReqIdx, name: &str, header: &[u8], bytes: &[u8]) -> Result<()> {
+    /// Appends `bytes` to a request's spool file.
+    fn append(&self, req: ReqIdx, name: &str, bytes: &[u8]) -> Result<()> {
         let dir = self.dir(req);
         fs::create_dir_all(&dir).map_err(io("create", &dir))?;
         let path = dir.join(name);
@@ -71,10 +80,6 @@ impl Spool {
             .append(true)
             .open(&path)
             .map_err(io("open", &path))?;
-        let new = f.metadata().map_err(io("stat", &path))?.len() == 0;
-        if new && !header.is_empty() {
-            f.write_all(header).map_err(io("write", &path))?;
-        }
         f.write_all(bytes).map_err(io("write", &path))
     }
 
@@ -101,6 +106,108 @@ impl Drop for Spool {
     }
 }
 
+/// Rendered rows per (request, file name), spilled to the spool when large.
+#[derive(Debug, Default)]
+pub struct Buffers {
+    bufs: HashMap<(ReqIdx, String), Vec<u8>>,
+    /// Files that already have content in the spool (their header included).
+    spilled: HashSet<(ReqIdx, String)>,
+    total: usize,
+}
+
+impl Buffers {
+    /// The buffer of one request's file, started with `header` when the file is new.
+    pub fn get(&mut self, req: ReqIdx, name: &str, header: &[u8]) -> &mut Vec<u8> {
+        let key = (req, name.to_string());
+        let fresh = !self.spilled.contains(&key);
+        self.bufs
+            .entry(key)
+            .or_insert_with(|| if fresh { header.to_vec() } else { Vec::new() })
+    }
+
+    /// Accounts for `added` bytes just written to a request's buffer and spills what is due.
+    pub fn grew(&mut self, spool: &Spool, req: ReqIdx, name: &str, added: usize) -> Result<()> {
+        self.total += added;
+        let key = (req, name.to_string());
+        if self.bufs.get(&key).is_some_and(|b| b.len() > SPILL_BYTES) {
+            self.spill(spool, &key)?;
+        }
+        if self.total > BUFFER_BUDGET {
+            let keys: Vec<(ReqIdx, String)> = self.bufs.keys().cloned().collect();
+            for k in keys {
+                self.spill(spool, &k)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn spill(&mut self, spool: &Spool, key: &(ReqIdx, String)) -> Result<()> {
+        if let Some(buf) = self.bufs.remove(key) {
+            self.total = self.total.saturating_sub(buf.len());
+            spool.append(key.0, &key.1, &buf)?;
+            self.spilled.insert(key.clone());
+        }
+        Ok(())
+    }
+
+    /// Splits the buffers by request, for bundles assembled concurrently.
+    pub fn into_requests(self, n: usize) -> Vec<BTreeMap<String, Pending>> {
+        let mut out: Vec<BTreeMap<String, Pending>> = (0..n).map(|_| BTreeMap::new()).collect();
+        for ((req, name), buf) in self.bufs {
+            if let Some(m) = out.get_mut(req as usize) {
+                m.insert(name, Pending::Buffer(buf));
+            }
+        }
+        for (req, name) in self.spilled {
+            if let Some(m) = out.get_mut(req as usize) {
+                m.entry(name).or_insert(Pending::Spilled);
+            }
+        }
+        out
+    }
+}
+
+/// A file's content after the scan: its tail in memory, and maybe a head in the spool.
+#[derive(Debug)]
+pub enum Pending {
+    Buffer(Vec<u8>),
+    /// Everything is in the spool file.
+    Spilled,
+}
+
+/// One file of a built bundle.
+#[derive(Debug)]
+pub enum Content {
+    Memory(Vec<u8>),
+    File(PathBuf),
+}
+
+impl Content {
+    fn size(&self) -> Result<u64> {
+        match self {
+            Content::Memory(b) => Ok(b.len() as u64),
+            Content::File(p) => Ok(fs::metadata(p).map_err(io("stat", p))?.len()),
+        }
+    }
+
+    fn hash(&self) -> Result<(u64, String)> {
+        match self {
+            Content::Memory(b) => Ok((b.len() as u64, hex::encode(Sha256::digest(b)))),
+            Content::File(p) => hash_file(p),
+        }
+    }
+
+    fn copy_to(&self, w: &mut impl Write, what: &Path) -> Result<()> {
+        match self {
+            Content::Memory(b) => w.write_all(b).map_err(io("zip", what)),
+            Content::File(p) => {
+                let mut r = File::open(p).map_err(io("open", p))?;
+                io::copy(&mut r, w).map(|_| ()).map_err(io("zip", p))
+            }
+        }
+    }
+}
+
 /// SHA-256 and size of a local file, read in chunks.
 pub fn hash_file(path: &Path) -> Result<(u64, String)> {
     let mut f = File::open(path).map_err(io("open", path))?;
@@ -118,12 +225,12 @@ pub fn hash_file(path: &Path) -> Result<(u64, String)> {
     Ok((size, hex::encode(h.finalize())))
 }
 
-/// A bundle assembled in the spool, ready to upload.
+/// A bundle assembled, ready to upload.
 #[derive(Debug)]
 pub struct Built {
-    /// (name inside the bundle folder, local path), README first.
-    pub files: Vec<(String, PathBuf)>,
-    pub zip: PathBuf,
+    /// (name inside the bundle folder, content), README first.
+    pub files: Vec<(String, Content)>,
+    pub zip: Content,
     /// The final manifest (with the zip's checksum), to be written last.
     pub manifest: BundleManifest,
 }
@@ -143,49 +250,54 @@ pub fn dataset_files(ds: &str, formats: Formats) -> Vec<String> {
     v
 }
 
-/// Completes request `req`'s files (empty datasets get empty files, Parquet is assembled from its
-/// chunks), writes the README, and zips the folder with a copy of the manifest. `m` arrives with
-/// everything but `files` and `zip` filled in.
+/// Completes request `req`'s files (empty datasets get empty files, spilled ones get their
+/// buffered tail appended, Parquet is assembled from its chunks), writes the README, and zips
+/// the folder with a copy of the manifest. `m` arrives with everything but `files` and `zip`.
 pub fn build(
     spool: &Spool,
     req: ReqIdx,
+    mut pending: BTreeMap<String, Pending>,
     p: &Pipeline,
     formats: Formats,
     mut m: BundleManifest,
 ) -> Result<Built> {
     let dir = spool.dir(req);
-    let out = dir.join("bundle");
-    fs::create_dir_all(&out).map_err(io("create", &out))?;
-    let mut files: Vec<(String, PathBuf)> = Vec::new();
-    let readme_path = out.join("README.md");
-    files.push(("README.md".into(), readme_path.clone()));
+    fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+    let mut files: Vec<(String, Content)> = Vec::new();
     let mut datasets = BTreeMap::new();
     for ds in p.tenant_datasets() {
         let mut entry: BundleDataset = m.datasets.remove(&ds.name).unwrap_or_default();
         entry.files = dataset_files(&ds.name, formats);
         for name in &entry.files {
-            let spooled = dir.join(name);
-            let path = out.join(name);
-            if name.ends_with(".parquet") {
-                assemble_parquet(&dir.join(format!("{}.parts", ds.name)), ds, p, &path)?;
-            } else if spooled.exists() {
-                fs::rename(&spooled, &path).map_err(io("move", &spooled))?;
-            } else if name.ends_with(".csv") {
-                fs::write(&path, render::csv_header(ds)).map_err(io("write", &path))?;
+            let content = if name.ends_with(".parquet") {
+                let parts = dir.join(format!("{}.parts", ds.name));
+                let path = dir.join(name);
+                let f = File::create(&path).map_err(io("create", &path))?;
+                assemble_parquet(&parts, ds, p, f)?;
+                Content::File(path)
             } else {
-                File::create(&path).map_err(io("create", &path))?;
-            }
-            files.push((name.clone(), path));
+                match pending.remove(name) {
+                    Some(Pending::Buffer(buf)) if !dir.join(name).exists() => Content::Memory(buf),
+                    Some(Pending::Buffer(buf)) => {
+                        spool.append(req, name, &buf)?;
+                        Content::File(dir.join(name))
+                    }
+                    Some(Pending::Spilled) => Content::File(dir.join(name)),
+                    None if name.ends_with(".csv") => Content::Memory(render::csv_header(ds)),
+                    None => Content::Memory(Vec::new()),
+                }
+            };
+            files.push((name.clone(), content));
         }
         datasets.insert(ds.name.clone(), entry);
     }
     m.datasets = datasets;
-    fs::write(&readme_path, render::readme(p, &m, super::REDACTED))
-        .map_err(io("write", &readme_path))?;
+    let readme = render::readme(p, &m, super::REDACTED).into_bytes();
+    files.insert(0, ("README.md".into(), Content::Memory(readme)));
     m.files = files
         .iter()
-        .map(|(name, path)| {
-            hash_file(path).map(|(size, sha256)| BundleFile {
+        .map(|(name, c)| {
+            c.hash().map(|(size, sha256)| BundleFile {
                 path: name.clone(),
                 size,
                 sha256,
@@ -193,9 +305,18 @@ pub fn build(
         })
         .collect::<Result<_>>()?;
 
-    let zip_path = dir.join("bundle.zip");
-    write_zip(&zip_path, &m, &files)?;
-    let (size, sha256) = hash_file(&zip_path)?;
+    let total: u64 = m.files.iter().map(|f| f.size).sum();
+    let zip = if total < ZIP_IN_MEMORY {
+        let w = write_zip(io::Cursor::new(Vec::new()), &dir, &m, &files)?;
+        Content::Memory(w.into_inner())
+    } else {
+        let path = dir.join("bundle.zip");
+        let f = File::create(&path).map_err(io("create", &path))?;
+        let mut w = write_zip(io::BufWriter::new(f), &dir, &m, &files)?;
+        w.flush().map_err(io("write", &path))?;
+        Content::File(path)
+    };
+    let (size, sha256) = zip.hash()?;
     m.zip = Some(BundleFile {
         path: format!("{}.zip", m.folder),
         size,
@@ -203,19 +324,24 @@ pub fn build(
     });
     Ok(Built {
         files,
-        zip: zip_path,
+        zip,
         manifest: m,
     })
 }
 
 /// The zip of a bundle: `<folder>/README.md`, `<folder>/manifest.json` (the manifest without
 /// its own zip entry), then the dataset files, deflated, dated `generated_at`.
-fn write_zip(path: &Path, m: &BundleManifest, files: &[(String, PathBuf)]) -> Result<()> {
+fn write_zip<W: Write + Seek>(
+    w: W,
+    dir: &Path,
+    m: &BundleManifest,
+    files: &[(String, Content)],
+) -> Result<W> {
     use ::zip::write::SimpleFileOptions;
     let zerr = |e: ::zip::result::ZipError| match e {
         ::zip::result::ZipError::Io(source) => Error::Io {
             op: "write the bundle zip",
-            path: path.to_path_buf(),
+            path: dir.to_path_buf(),
             source,
         },
         other => Error::internal(format!("writing the bundle zip: {other}")),
@@ -238,41 +364,34 @@ fn write_zip(path: &Path, m: &BundleManifest, files: &[(String, PathBuf)]) -> Re
     let opts = SimpleFileOptions::default()
         .compression_method(::zip::CompressionMethod::Deflated)
         .last_modified_time(when);
-    let f = File::create(path).map_err(io("create", path))?;
-    let mut z = ::zip::ZipWriter::new(io::BufWriter::new(f));
-    let manifest = serde_json::to_vec_pretty(m)
-        .map_err(|e| Error::internal(format!("bundle manifest encoding: {e}")))?;
-    let mut entries: Vec<(String, Option<&Path>)> =
-        vec![("README.md".into(), files.first().map(|(_, p)| p.as_path()))];
-    entries.push(("manifest.json".into(), None));
-    entries.extend(
-        files
-            .iter()
-            .skip(1)
-            .map(|(n, p)| (n.clone(), Some(p.as_path()))),
+    let manifest = Content::Memory(
+        serde_json::to_vec_pretty(m)
+            .map_err(|e| Error::internal(format!("bundle manifest encoding: {e}")))?,
     );
-    for (name, src) in entries {
-        let large = match src {
-            Some(p) => fs::metadata(p).map_err(io("stat", p))?.len() >= u64::from(u32::MAX),
-            None => false,
-        };
+    let mut z = ::zip::ZipWriter::new(w);
+    let mut entries: Vec<(&str, &Content)> = Vec::new();
+    if let Some((name, c)) = files.first() {
+        entries.push((name, c));
+    }
+    entries.push(("manifest.json", &manifest));
+    entries.extend(files.iter().skip(1).map(|(n, c)| (n.as_str(), c)));
+    for (name, content) in entries {
+        let large = content.size()? >= u64::from(u32::MAX);
         z.start_file(format!("{}/{name}", m.folder), opts.large_file(large))
             .map_err(zerr)?;
-        match src {
-            Some(p) => {
-                let mut r = File::open(p).map_err(io("open", p))?;
-                io::copy(&mut r, &mut z).map_err(io("zip", p))?;
-            }
-            None => z.write_all(&manifest).map_err(io("zip", path))?,
-        }
+        content.copy_to(&mut z, dir)?;
     }
-    let mut w = z.finish().map_err(zerr)?;
-    w.flush().map_err(io("write", path))
+    z.finish().map_err(zerr)
 }
 
-/// Writes one Parquet file from a request's spooled chunks of `ds`, one row group per chunk at
-/// most, so memory stays bounded by the largest chunk.
-fn assemble_parquet(parts: &Path, ds: &Dataset, p: &Pipeline, out: &Path) -> Result<()> {
+/// Writes one Parquet file from a request's spooled chunks of `ds`, chunk by chunk, so memory
+/// stays bounded by the largest chunk.
+fn assemble_parquet<W: Write + Send>(
+    parts: &Path,
+    ds: &Dataset,
+    p: &Pipeline,
+    out: W,
+) -> Result<W> {
     let level = ZstdLevel::try_new(p.policies.zstd_level)
         .map_err(|e| Error::config(format!("zstd level: {e}"), "use 1..=22"))?;
     let props = WriterProperties::builder()
@@ -288,36 +407,30 @@ fn assemble_parquet(parts: &Path, ds: &Dataset, p: &Pipeline, out: &Path) -> Res
     chunks.sort();
     let perr = |e: parquet::errors::ParquetError| Error::internal(format!("bundle parquet: {e}"));
     let aerr = |e: arrow::error::ArrowError| Error::internal(format!("bundle parquet: {e}"));
-    if chunks.is_empty() {
-        let mut empty = DataFrame::empty_with_schema(&crate::conform::polars_schema(ds));
-        let (schema, _) = crate::parquet_io::to_arrow(&mut empty)?;
-        let f = File::create(out).map_err(io("create", out))?;
-        let w = ArrowWriter::try_new(f, schema, Some(props)).map_err(perr)?;
-        w.close().map_err(perr)?;
-        return Ok(());
-    }
-    let mut writer: Option<ArrowWriter<File>> = None;
+    // Every chunk has the dataset's schema; with none, the empty frame's schema stands in.
+    let schema = match chunks.first() {
+        Some(c) => arrow::ipc::reader::FileReader::try_new(
+            io::BufReader::new(File::open(c).map_err(io("open", c))?),
+            None,
+        )
+        .map_err(aerr)?
+        .schema(),
+        None => {
+            let mut empty = DataFrame::empty_with_schema(&crate::conform::polars_schema(ds));
+            crate::parquet_io::to_arrow(&mut empty)?.0
+        }
+    };
+    let mut w = ArrowWriter::try_new(out, schema, Some(props)).map_err(perr)?;
     for c in &chunks {
         let r = arrow::ipc::reader::FileReader::try_new(
             io::BufReader::new(File::open(c).map_err(io("open", c))?),
             None,
         )
         .map_err(aerr)?;
-        let w = match &mut writer {
-            Some(w) => w,
-            None => {
-                let f = File::create(out).map_err(io("create", out))?;
-                writer
-                    .insert(ArrowWriter::try_new(f, r.schema(), Some(props.clone())).map_err(perr)?)
-            }
-        };
         for batch in r {
             w.write(&batch.map_err(aerr)?).map_err(perr)?;
         }
         w.flush().map_err(perr)?;
     }
-    if let Some(w) = writer {
-        w.close().map_err(perr)?;
-    }
-    Ok(())
+    w.into_inner().map_err(perr)
 }

@@ -8,6 +8,7 @@ mod evidence;
 mod export;
 mod gc;
 mod plan;
+mod policy;
 mod restore;
 mod run;
 mod sample_data;
@@ -74,6 +75,8 @@ enum Command {
     Evidence(evidence::Args),
     /// Crypto-shred a tenant: destroy its data keys (refused under a legal hold).
     Shred(shred::Args),
+    /// The minimal object-store permissions the pipeline needs (S3 IAM policy document).
+    Policy(policy::Args),
     /// Answer pending access requests with portability bundles (or one --subject).
     Export(export::Args),
     /// Audit coverage, rows past retention and request completeness (JSON, Markdown, HTML).
@@ -186,6 +189,7 @@ pub fn main() -> i32 {
         Command::Gc(a) => gc::exec(a, &reporter),
         Command::Evidence(a) => evidence::exec(a, &reporter),
         Command::Shred(a) => shred::exec(a, &reporter),
+        Command::Policy(a) => policy::exec(a),
         Command::Export(a) => export::exec(a, &reporter),
         Command::Audit(a) => audit::exec(a, &reporter),
         Command::Breach(a) => breach::exec(a, &reporter),

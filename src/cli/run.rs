@@ -14,7 +14,7 @@ pub struct Args {
     #[arg(long = "tenant")]
     tenants: Vec<String>,
     /// This process's shard (0-based); defaults to JOB_COMPLETION_INDEX (Kubernetes Indexed Job).
-    #[arg(long, env = "JOB_COMPLETION_INDEX", requires = "shard_count")]
+    #[arg(long, env = "JOB_COMPLETION_INDEX")]
     shard_index: Option<u32>,
     /// Number of shards; tenants are assigned to shards by a stable hash of their id.
     #[arg(long)]
@@ -134,7 +134,12 @@ pub fn exec(a: Args, reporter: &dyn Reporter) -> Result<i32, Error> {
         None => None,
     };
     let shard = match (a.shard_index, a.shard_count) {
-        (_, None) => None,
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(Error::Usage {
+                message: "a shard index is set (--shard-index or JOB_COMPLETION_INDEX, as in a Kubernetes Indexed Job) but --shard-count is not: pass --shard-count N equal to the Job's completions".into(),
+            });
+        }
         (None, Some(_)) => {
             return Err(Error::Usage {
                 message: "--shard-count needs --shard-index (or JOB_COMPLETION_INDEX)".into(),

@@ -606,6 +606,38 @@ fn build(
             keystore,
         })
     });
+    // Residency: each region's outputs are its own; no region's location may contain another's.
+    let mut regions: BTreeMap<String, String> = BTreeMap::new();
+    for (name, r) in &spec.regions {
+        match interpolate(&r.outputs, &env).and_then(|s| resolve_location(&s, base_dir)) {
+            Ok(u) => {
+                let norm = |s: &str| format!("{}/", s.trim_end_matches('/'));
+                if let Some((other, _)) = regions
+                    .iter()
+                    .find(|(_, o)| norm(o).starts_with(&norm(&u)) || norm(&u).starts_with(&norm(o)))
+                {
+                    ps.push(
+                        &format!("regions.{name}.outputs"),
+                        format!("region `{name}` would write into region `{other}`'s location (one contains the other)"),
+                        Some("give every region its own bucket or prefix".into()),
+                    );
+                }
+                regions.insert(name.clone(), u);
+            }
+            Err(m) => ps.push(
+                &format!("regions.{name}.outputs"),
+                format!("bad location: {m}"),
+                None,
+            ),
+        }
+    }
+    if !spec.regions.is_empty() && spec.tenants.region_column.is_none() {
+        ps.push(
+            "tenants.region_column",
+            "regions are declared but the registry has no region column",
+            Some("name the registry column holding each tenant's region".into()),
+        );
+    }
     let mut holds = Vec::new();
     let mut holds_file = None;
     if let Some(h) = &spec.holds {
@@ -669,6 +701,7 @@ fn build(
         holds,
         holds_file,
         encryption,
+        regions,
     })
 }
 

@@ -31,6 +31,8 @@ pub struct Pipeline {
     /// A holds file to read at run time (resolved path or URL).
     pub holds_file: Option<String>,
     pub encryption: Option<Encryption>,
+    /// Region → outputs location (resolved). Empty: every tenant uses `locations.outputs`.
+    pub regions: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]

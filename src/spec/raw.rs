@@ -38,10 +38,25 @@ pub struct PipelineSpec {
     /// Legal holds: what they cover is never deleted (retention, erasure, backup expiry, gc).
     #[serde(default)]
     pub holds: Option<HoldsSpec>,
+    /// Data residency: where each region's tenants' outputs live. With regions, a tenant's
+    /// snapshots, suppression lists, bundles and evidence go only to its region's location (the
+    /// registry's `region_column` says which).
+    #[serde(default)]
+    pub regions: IndexMap<String, RegionSpec>,
     /// Encryption at rest of every Parquet file lethe writes (snapshots, rewritten backups,
     /// bundles), with one data key per tenant wrapped by a master key.
     #[serde(default)]
     pub encryption: Option<EncryptionSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegionSpec {
+    /// Outputs location of the region's tenants (URL or path).
+    pub outputs: String,
+    /// The storage region/jurisdiction in words (e.g. `eu-central-1`), for the record.
+    #[serde(default)]
+    pub description: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

@@ -9,5 +9,6 @@ mod common;
 mod encryption;
 mod evidence;
 mod pipeline;
+mod residency;
 mod shards;
 mod storage;

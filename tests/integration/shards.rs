@@ -408,7 +408,8 @@ fn shard_index_out_of_range_is_a_usage_error() {
         &tmp.path().join("no-ledger").display().to_string(),
         &out.display().to_string(),
     );
-    let cases: [(&[&str], &[(&str, &str)]); 4] = [
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
+    let cases: [Case; 4] = [
         (&["--shard-index", "3", "--shard-count", "3"], &[]),
         (&["--shard-index", "7", "--shard-count", "3"], &[]),
         (&["--shard-count", "3"], &[("JOB_COMPLETION_INDEX", "3")]),

@@ -158,6 +158,8 @@ pub struct MappedObject {
     pub home: Home,
     /// Path relative to its location.
     pub path: String,
+    /// Index of the root (location) the object named, when it was a URL or absolute path.
+    pub root: Option<usize>,
     pub tenant: String,
     pub dataset: String,
 }
@@ -185,18 +187,19 @@ pub fn map_object(
     let mut rel = raw.trim_start_matches("./").to_string();
     // The longest matching root wins (outputs may sit inside the exports directory, or the
     // other way round).
-    let mut best: Option<(usize, Home, String)> = None;
-    for (home, url) in roots {
+    let mut best: Option<(usize, Home, String, usize)> = None;
+    for (i, (home, url)) in roots.iter().enumerate() {
         for prefix in prefixes(url) {
             if let Some(rest) = raw.strip_prefix(&format!("{prefix}/"))
                 && best.as_ref().is_none_or(|b| prefix.len() > b.0)
             {
-                best = Some((prefix.len(), *home, rest.to_string()));
+                best = Some((prefix.len(), *home, rest.to_string(), i));
             }
         }
     }
+    let root = best.as_ref().map(|b| b.3);
     match best {
-        Some((_, home, rest)) => {
+        Some((_, home, rest, _)) => {
             homes.push(home);
             rel = rest;
         }
@@ -240,6 +243,7 @@ pub fn map_object(
             return Ok(MappedObject {
                 home,
                 path: rel,
+                root,
                 tenant,
                 dataset,
             });
@@ -332,8 +336,9 @@ impl People {
     }
 }
 
-/// One file to read: its location, path, and entry number in the objects list (0: snapshot).
-type ToRead = (Home, String, usize);
+/// One file to read: its location (the root it was named under, or its home's default), path,
+/// and entry number in the objects list (0: snapshot).
+type ToRead = (Home, Option<usize>, String, usize);
 
 /// Counts of one dataset's rows in scope.
 #[derive(Default)]
@@ -382,13 +387,19 @@ fn tally(
     Ok(())
 }
 
+/// Where to read an object: the location it was named under, or its home's for the tenant.
 fn loc_for<'a>(
-    home: Home,
+    read: &ToRead,
+    tenant: &str,
     ctx: &'a Context,
     backups: Option<&'a Location>,
+    roots: &'a [Location],
 ) -> Option<&'a Location> {
-    match home {
-        Home::Outputs => Some(&ctx.outputs),
+    if let Some(i) = read.1 {
+        return roots.get(i);
+    }
+    match read.0 {
+        Home::Outputs => Some(ctx.out(tenant)),
         Home::Exports => Some(&ctx.exports),
         Home::Backups => backups,
     }
@@ -433,18 +444,25 @@ pub async fn run(
     let backups = crate::audit::backups_location(&p)?;
     let mut notes = Vec::new();
 
+    // Every location a leaked object may be named under: the outputs (and each region's), the
+    // exports and the backups.
+    let mut root_locs: Vec<(Home, Location)> = vec![(Home::Outputs, ctx.outputs.clone())];
+    for l in ctx.tenant_outputs.values() {
+        if !root_locs.iter().any(|(_, r)| r.url() == l.url()) {
+            root_locs.push((Home::Outputs, l.clone()));
+        }
+    }
+    root_locs.push((Home::Exports, ctx.exports.clone()));
+    if let Some(b) = &backups {
+        root_locs.push((Home::Backups, b.clone()));
+    }
+    let locs: Vec<Location> = root_locs.iter().map(|(_, l)| l.clone()).collect();
     // What to read: tenant → dataset → (home, path).
     let mut reads: BTreeMap<String, BTreeMap<String, Vec<ToRead>>> = BTreeMap::new();
     let mut objects_scope = None;
     match &opts.objects {
         Some(list) => {
-            let mut roots = vec![
-                (Home::Outputs, ctx.outputs.url()),
-                (Home::Exports, ctx.exports.url()),
-            ];
-            if let Some(b) = &backups {
-                roots.push((Home::Backups, b.url()));
-            }
+            let roots: Vec<(Home, String)> = root_locs.iter().map(|(h, l)| (*h, l.url())).collect();
             let mut scope = ObjectsScope::default();
             for (i, raw) in list.iter().enumerate() {
                 let line = i + 1;
@@ -469,7 +487,7 @@ pub async fn run(
                                 .or_default()
                                 .entry(m.dataset)
                                 .or_default()
-                                .push((m.home, m.path, line));
+                                .push((m.home, m.root, m.path, line));
                         }
                     }
                     Err(reason) => scope.unmatched.push(ObjectProblem { line, reason }),
@@ -479,11 +497,11 @@ pub async fn run(
         }
         None => {
             for t in ctx.tenants.iter().filter(|t| in_scope_tenant(t)) {
-                match crate::commit::latest(&ctx.outputs, t).await? {
+                match crate::commit::latest(ctx.out(t), t).await? {
                     Some(m) => {
                         for (name, entry) in m.datasets.iter().filter(|(d, _)| in_scope_dataset(d)) {
                             let files = reads.entry(t.clone()).or_default().entry(name.clone()).or_default();
-                            files.extend(entry.files.iter().map(|f| (Home::Outputs, f.path.clone(), 0)));
+                            files.extend(entry.files.iter().map(|f| (Home::Outputs, None, f.path.clone(), 0)));
                         }
                     }
                     None => notes.push(format!(
@@ -507,11 +525,11 @@ pub async fn run(
         let mut people = People::default();
         if let Some(link) = &link {
             let mut frames = Vec::new();
-            if let Some(m) = crate::commit::latest(&ctx.outputs, t).await?
+            if let Some(m) = crate::commit::latest(ctx.out(t), t).await?
                 && let Some(e) = m.datasets.get(&link.name)
             {
                 let paths: Vec<String> = e.files.iter().map(|f| f.path.clone()).collect();
-                frames.extend(read_frames(&ctx.outputs, &paths, link).await?);
+                frames.extend(read_frames(ctx.out(t), &paths, link).await?);
             }
             let plan = ctx.plan(std::slice::from_ref(t)).await?;
             let paths: Vec<String> = plan
@@ -537,8 +555,9 @@ pub async fn run(
                 continue;
             };
             let mut tl = Tally::default();
-            for (home, path, line) in files {
-                let Some(loc) = loc_for(*home, &ctx, backups.as_ref()) else {
+            for read in files {
+                let (_, _, path, line) = read;
+                let Some(loc) = loc_for(read, t, &ctx, backups.as_ref(), &locs) else {
                     continue;
                 };
                 let frames = match read_frames(loc, std::slice::from_ref(path), ds).await {

@@ -211,9 +211,9 @@ async fn verify_location(
         let records = chain(outputs, &t).await?;
         // After crypto-shredding, every file of the tenant is unreadable and collected by gc.
         let mut shredded = false;
-        if let Some((_, last)) = records.last() {
-            let b = outputs.get(last).await?;
-            shredded =
+        for (_, path) in &records {
+            let b = outputs.get(path).await?;
+            shredded |=
                 serde_json::from_slice::<EvidenceRecord>(&b).is_ok_and(|r| r.stage == "shred");
         }
         for (i, (n, path)) in records.into_iter().enumerate() {

@@ -96,6 +96,10 @@ pub struct TenantReport {
     pub sequence: Option<u64>,
     pub datasets: BTreeMap<String, PlannedDataset>,
     pub requests_applied: usize,
+    /// Active legal holds of the tenant (`id: reason`); the datasets' `held` counts say what
+    /// they kept.
+    #[serde(default)]
+    pub holds: Vec<String>,
     pub error: Option<String>,
     pub exit_code: Option<i32>,
 }
@@ -1266,6 +1270,7 @@ async fn run_tenant(
             sequence: None,
             datasets: planned,
             requests_applied: n_applied,
+            holds: Vec::new(),
             error: None,
             exit_code: None,
         });
@@ -1308,6 +1313,7 @@ async fn run_tenant(
         sequence: Some(seq),
         datasets: planned,
         requests_applied: n_applied,
+        holds: Vec::new(),
         error: None,
         exit_code: None,
     })
@@ -1444,6 +1450,7 @@ pub async fn run(p: Arc<Pipeline>, opts: RunOptions, reporter: &dyn Reporter) ->
                 sequence: tp.previous_sequence,
                 datasets: BTreeMap::new(),
                 requests_applied: 0,
+                holds: Vec::new(),
                 error: None,
                 exit_code: None,
             });
@@ -1453,7 +1460,12 @@ pub async fn run(p: Arc<Pipeline>, opts: RunOptions, reporter: &dyn Reporter) ->
             tenant: tp.tenant.clone(),
         });
         match run_tenant(&ctx, tp, &run_id, &opts).await {
-            Ok(r) => {
+            Ok(mut r) => {
+                r.holds = ctx
+                    .active_holds(&tp.tenant)
+                    .iter()
+                    .map(|h| format!("{}: {}", h.id, h.reason))
+                    .collect();
                 reporter.report(Event::TenantDone {
                     tenant: tp.tenant.clone(),
                     committed: r.status == TenantStatus::Committed,
@@ -1473,6 +1485,7 @@ pub async fn run(p: Arc<Pipeline>, opts: RunOptions, reporter: &dyn Reporter) ->
                     sequence: tp.previous_sequence,
                     datasets: BTreeMap::new(),
                     requests_applied: 0,
+                    holds: Vec::new(),
                     error: Some(e.to_string()),
                     exit_code: Some(e.exit_code()),
                 });

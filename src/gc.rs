@@ -158,6 +158,33 @@ pub async fn gc(p: Arc<Pipeline>, opts: GcOptions, reporter: &dyn Reporter) -> R
     }
     report.deleted.sort();
     report.deleted.dedup();
+    if !opts.dry_run {
+        // Evidence, per tenant, of what gc deleted (paths and sizes only).
+        let mut by_tenant: std::collections::BTreeMap<String, Vec<String>> =
+            std::collections::BTreeMap::new();
+        for d in &report.deleted {
+            let t = d
+                .split("tenants/")
+                .nth(1)
+                .or_else(|| d.split("tenant=").nth(1))
+                .and_then(|s| s.split('/').next())
+                .unwrap_or_default();
+            if ctx.tenant_info.contains_key(t) {
+                by_tenant.entry(t.to_string()).or_default().push(d.clone());
+            }
+        }
+        for (t, paths) in by_tenant {
+            let entry = crate::evidence::Entry {
+                run_id: format!("gc-{}", now.format("%Y%m%dT%H%M%SZ")),
+                stage: "gc".into(),
+                inputs: Vec::new(),
+                outputs: Vec::new(),
+                requests: Vec::new(),
+                summary: serde_json::json!({ "deleted": paths, "grace_secs": opts.grace_secs }),
+            };
+            crate::evidence::append(&p, ctx.out(&t), &t, &entry).await?;
+        }
+    }
     reporter.report(Event::Info {
         message: format!(
             "gc: {} file(s), {} bytes{}",

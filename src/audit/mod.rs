@@ -316,6 +316,13 @@ pub async fn run(
 ) -> Result<AuditReport> {
     let ctx = Context::open_as_of(p.clone(), opts.as_of, reporter).await?;
     for t in &opts.tenants {
+        if ctx.shredded.contains(t) {
+            return Err(Error::Usage {
+                message: format!(
+                    "tenant `{t}` was crypto-shredded: there is nothing left to audit"
+                ),
+            });
+        }
         if !ctx.tenants.contains(t) {
             return Err(Error::Usage {
                 message: format!("tenant `{t}` is not in the tenant registry"),
@@ -338,6 +345,11 @@ pub async fn run(
         warnings.push("the public demo HMAC key is in use: keyed hashes in this report are not protected; set the key variable the spec names".to_string());
     }
 
+    for t in &ctx.shredded {
+        warnings.push(format!(
+            "tenant {t} was crypto-shredded: its data can no longer be read by anyone; not audited"
+        ));
+    }
     let backups = backups_location(&p)?;
     let generations = match &backups {
         Some(b) => {
@@ -362,7 +374,7 @@ pub async fn run(
         });
         let info = ctx.tenant_info.get(t).cloned().unwrap_or_default();
         let holds = ctx.active_holds(t);
-        let manifest = crate::commit::latest(&ctx.outputs, t).await?;
+        let manifest = crate::commit::latest(ctx.out(t), t).await?;
         if manifest.is_none() {
             warnings.push(format!(
                 "tenant {t} has no committed snapshot: run `lethe run` first"
@@ -380,7 +392,7 @@ pub async fn run(
                     continue;
                 };
                 let paths: Vec<String> = entry.files.iter().map(|f| f.path.clone()).collect();
-                frames.insert(name.clone(), read_frames(&ctx.outputs, &paths, ds).await?);
+                frames.insert(name.clone(), read_frames(ctx.out(t), &paths, ds).await?);
             }
         }
         // People under a hold: only resolved (which reads the linking exports) when there are any.
@@ -634,7 +646,9 @@ fn residency_of(
         },
         closed_at: info.closed_at.map(day),
         exports,
-        outputs: ctx.outputs.url_for(&crate::commit::tenant_prefix(tenant)),
+        outputs: ctx
+            .out(tenant)
+            .url_for(&crate::commit::tenant_prefix(tenant)),
         backups,
         snapshot_sequence,
         backup_generations,

@@ -8,12 +8,12 @@
 //! mask, and only rows that hit are looked at one by one to split them between requests.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use polars::prelude::*;
 
 use crate::identity::{Ident, normalize};
-use crate::spec::{Dataset, IdentifierKind, OnErase};
+use crate::spec::{Dataset, IdentifierKind, Normalize, OnErase};
 
 /// Index of a request in the tenant's list of pending requests.
 pub type ReqIdx = u32;
@@ -27,7 +27,12 @@ pub struct Matcher {
     kinds: BTreeMap<String, IdentifierKind>,
     /// kind → normalized value → requests (sorted, deduplicated).
     wanted: HashMap<String, HashMap<String, Vec<ReqIdx>>>,
-    /// kind → raw value → index into `sets`; 0 is "nobody's".
+    /// kind → every wanted normalized value, as the list `is_in` takes.
+    wanted_lists: HashMap<String, Series>,
+    /// Phone kinds → last 4 digits of every wanted number (see [`Matcher::may_be_wanted_phone`]).
+    phone_tails: HashMap<String, HashSet<String>>,
+    /// kind → raw value → index into `sets`; 0 is "nobody's". Phones only: parsing them is the
+    /// expensive part, and a tenant's data repeats the same few thousand numbers.
     cache: HashMap<String, HashMap<String, u32>>,
     /// Interned request sets: most values belong to one request or none, so rows share them.
     sets: Vec<Vec<ReqIdx>>,
@@ -49,6 +54,11 @@ impl RequestRows {
     }
 }
 
+/// The last 4 digits of a digit string, when it has that many.
+fn tail4(digits: &str) -> Option<&str> {
+    digits.get(digits.len().checked_sub(4)?..)
+}
+
 impl Matcher {
     /// `resolved[i]` is request `i`'s identifiers after identity resolution.
     pub fn new(kinds: &BTreeMap<String, IdentifierKind>, resolved: &[BTreeSet<Ident>]) -> Self {
@@ -66,19 +76,65 @@ impl Matcher {
                 }
             }
         }
+        let mut wanted_lists = HashMap::new();
+        let mut phone_tails: HashMap<String, HashSet<String>> = HashMap::new();
+        for (kind, values) in &wanted {
+            let list: Vec<&str> = values.keys().map(String::as_str).collect();
+            if let Ok(l) = Series::new(PlSmallStr::EMPTY, list).implode() {
+                wanted_lists.insert(kind.clone(), l.into_series());
+            }
+            if kinds
+                .get(kind)
+                .is_some_and(|k| k.normalize == Normalize::Phone)
+            {
+                let tails = phone_tails.entry(kind.clone()).or_default();
+                for v in values.keys() {
+                    let digits: String = v.chars().filter(char::is_ascii_digit).collect();
+                    if let Some(t) = tail4(&digits) {
+                        tails.insert(t.to_string());
+                    }
+                }
+            }
+        }
         Matcher {
             kinds: kinds.clone(),
             wanted,
+            wanted_lists,
+            phone_tails,
             cache: HashMap::new(),
             sets: vec![Vec::new()],
             set_ids: HashMap::new(),
         }
     }
 
+    /// A cheap test before parsing a phone number: however a number is written (country code or
+    /// not, trunk prefix, separators), its E.164 form ends with the same last 4 digits, unless an
+    /// extension follows; both readings are tried. Anything unusual (non-ASCII digits, fewer than
+    /// 4 digits) goes to the parser, so this only ever skips numbers that cannot match.
+    fn may_be_wanted_phone(&self, kind: &str, raw: &str) -> bool {
+        let Some(tails) = self.phone_tails.get(kind) else {
+            return true;
+        };
+        if !raw.is_ascii() {
+            return true;
+        }
+        let digits = |s: &str| -> String { s.chars().filter(char::is_ascii_digit).collect() };
+        let all = digits(raw);
+        let cut = raw
+            .find(['x', 'X', '#', '~', ';', ','])
+            .map_or_else(|| all.clone(), |i| digits(&raw[..i]));
+        [all, cut]
+            .iter()
+            .any(|d| tail4(d).is_none_or(|t| tails.contains(t)))
+    }
+
     fn requests_of_normalized(&self, kind: &str, raw: &str) -> Vec<ReqIdx> {
         let Some(k) = self.kinds.get(kind) else {
             return Vec::new();
         };
+        if k.normalize == Normalize::Phone && !self.may_be_wanted_phone(kind, raw) {
+            return Vec::new();
+        }
         normalize(k, raw)
             .and_then(|n| self.wanted.get(kind).and_then(|m| m.get(&n)).cloned())
             .unwrap_or_default()
@@ -107,7 +163,7 @@ impl Matcher {
         id
     }
 
-    /// The requests a raw value belongs to (cached when seen by [`Matcher::split`]).
+    /// The requests a raw value belongs to.
     pub fn requests_of(&self, kind: &str, raw: &str) -> Cow<'_, [ReqIdx]> {
         match self.cache.get(kind).and_then(|m| m.get(raw)) {
             Some(id) => Cow::Borrowed(&self.sets[*id as usize]),
@@ -118,6 +174,49 @@ impl Matcher {
     /// Whether a raw value is one of request `req`'s identifiers.
     pub fn belongs(&self, kind: &str, raw: &str, req: ReqIdx) -> bool {
         self.requests_of(kind, raw).binary_search(&req).is_ok()
+    }
+
+    /// Per value of `values` (raw strings of `kind`): does it belong to some request; and, for
+    /// emails and ids, the normalized values (to look requests up by without normalizing again).
+    fn hits(
+        &mut self,
+        kind: &str,
+        values: &StringChunked,
+    ) -> PolarsResult<Option<(BooleanChunked, Option<StringChunked>)>> {
+        let (Some(k), Some(list)) = (self.kinds.get(kind), self.wanted_lists.get(kind)) else {
+            return Ok(None);
+        };
+        match k.normalize {
+            // Trimming and lowercasing are vectorized: no per-value work in lethe's code.
+            Normalize::Email | Normalize::Id => {
+                let trim = Column::full_null(PlSmallStr::EMPTY, 1, &DataType::Null);
+                let mut norm = values.strip_chars(&trim)?;
+                if k.normalize == Normalize::Email {
+                    norm = norm.to_lowercase();
+                }
+                let mask = is_in(&norm.clone().into_series(), list, false)?;
+                Ok(mask.any().then_some((mask, Some(norm))))
+            }
+            Normalize::Phone => {
+                let distinct = values.unique()?;
+                let mut found: Vec<&str> = Vec::new();
+                for v in distinct.iter().flatten() {
+                    if self.lookup(kind, v) != 0 {
+                        found.push(v);
+                    }
+                }
+                if found.is_empty() {
+                    return Ok(None);
+                }
+                let wanted = Series::new(PlSmallStr::EMPTY, found)
+                    .implode()?
+                    .into_series();
+                Ok(Some((
+                    is_in(&values.clone().into_series(), &wanted, false)?,
+                    None,
+                )))
+            }
+        }
     }
 
     /// Splits one frame of `ds` between the requests its rows belong to. A row belongs to a
@@ -155,25 +254,15 @@ impl Matcher {
                 }
                 _ => (s.cast(&DataType::String)?, None),
             };
-            let ca = values.str()?.clone();
-            let distinct = ca.unique()?;
-            let mut found: Vec<&str> = Vec::new();
-            for v in distinct.iter().flatten() {
-                if self.lookup(&kind, v) != 0 {
-                    found.push(v);
-                }
-            }
-            if found.is_empty() {
+            let values = values.str()?.clone();
+            let Some((mask, norm)) = self.hits(&kind, &values)? else {
                 continue;
-            }
-            let wanted = Series::new(PlSmallStr::EMPTY, found)
-                .implode()?
-                .into_series();
-            let mask = is_in(&values, &wanted, false)?;
+            };
             hits.push(ColumnHits {
                 kind,
                 owned,
-                values: ca,
+                values,
+                norm,
                 mask,
                 offsets,
             });
@@ -202,6 +291,7 @@ impl Matcher {
                 }
             }
         }
+        let empty: Vec<ReqIdx> = Vec::new();
         let mut row_reqs: Vec<(ReqIdx, bool)> = Vec::new();
         for (i, _) in candidate.iter().enumerate().filter(|(_, c)| **c) {
             row_reqs.clear();
@@ -211,16 +301,25 @@ impl Matcher {
                     Some(off) => off[i] as usize..off[i + 1] as usize,
                 };
                 for j in range {
-                    let Some(raw) = h.values.get(j) else {
+                    if h.mask.get(j) != Some(true) {
                         continue;
+                    }
+                    let reqs: &Vec<ReqIdx> = match &h.norm {
+                        Some(norm) => norm
+                            .get(j)
+                            .and_then(|n| self.wanted.get(&h.kind)?.get(n))
+                            .unwrap_or(&empty),
+                        None => {
+                            let set = h
+                                .values
+                                .get(j)
+                                .and_then(|raw| self.cache.get(&h.kind)?.get(raw))
+                                .copied()
+                                .unwrap_or(0);
+                            &self.sets[set as usize]
+                        }
                     };
-                    let set = self
-                        .cache
-                        .get(&h.kind)
-                        .and_then(|m| m.get(raw))
-                        .copied()
-                        .unwrap_or(0);
-                    for r in &self.sets[set as usize] {
+                    for r in reqs {
                         match row_reqs.iter_mut().find(|(x, _)| x == r) {
                             Some(e) => e.1 |= h.owned,
                             None => row_reqs.push((*r, h.owned)),
@@ -243,6 +342,8 @@ struct ColumnHits {
     owned: bool,
     /// The column's values as strings; for a list column, its exploded values.
     values: StringChunked,
+    /// Normalized `values`, when normalized vectorized (emails, ids).
+    norm: Option<StringChunked>,
     /// Per value: does it belong to some request.
     mask: BooleanChunked,
     /// For a list column, row `i`'s values are `values[offsets[i]..offsets[i + 1]]`.

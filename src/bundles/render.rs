@@ -26,7 +26,13 @@ enum Cells {
     Timestamp(Int64Chunked),
     /// Days since the epoch.
     Date(Int32Chunked),
-    List(ListChunked),
+    /// A list column exploded once: row `i` holds `values[offsets[i]..offsets[i + 1]]`
+    /// (cheaper than a Series per row).
+    List {
+        values: StringChunked,
+        offsets: Vec<i64>,
+        null: BooleanChunked,
+    },
 }
 
 impl Cells {
@@ -38,11 +44,20 @@ impl Cells {
             ColumnType::Bool => Cells::Bool(s.cast(&DataType::Boolean)?.bool()?.clone()),
             ColumnType::Timestamp => Cells::Timestamp(s.cast(&DataType::Int64)?.i64()?.clone()),
             ColumnType::Date => Cells::Date(s.cast(&DataType::Int32)?.i32()?.clone()),
-            ColumnType::ListString => Cells::List(
-                s.cast(&DataType::List(Box::new(DataType::String)))?
-                    .list()?
-                    .clone(),
-            ),
+            ColumnType::ListString => {
+                let l = s.cast(&DataType::List(Box::new(DataType::String)))?;
+                let ca = l.list()?;
+                let (values, offsets) = ca.explode_and_offsets(ExplodeOptions {
+                    empty_as_null: false,
+                    keep_nulls: false,
+                })?;
+                let base = offsets.first();
+                Cells::List {
+                    values: values.cast(&DataType::String)?.str()?.clone(),
+                    offsets: offsets.iter().map(|o| o - base).collect(),
+                    null: ca.is_null(),
+                }
+            }
         })
     }
 
@@ -56,18 +71,27 @@ impl Cells {
                 .get(i)
                 .map_or(Value::Null, |v| Value::String(timestamp(v))),
             Cells::Date(c) => c.get(i).map_or(Value::Null, |v| Value::String(date(v))),
-            Cells::List(c) => match c.get_as_series(i) {
-                None => Value::Null,
-                Some(s) => Value::Array(
-                    s.str()
-                        .map(|ca| {
-                            ca.iter()
-                                .map(|x| x.map_or(Value::Null, |v| Value::String(v.into())))
-                                .collect()
+            Cells::List {
+                values,
+                offsets,
+                null,
+            } => {
+                if null.get(i) != Some(false) {
+                    return Value::Null;
+                }
+                let (Some(a), Some(b)) = (offsets.get(i), offsets.get(i + 1)) else {
+                    return Value::Null;
+                };
+                Value::Array(
+                    (*a as usize..*b as usize)
+                        .map(|j| {
+                            values
+                                .get(j)
+                                .map_or(Value::Null, |v| Value::String(v.into()))
                         })
-                        .unwrap_or_default(),
-                ),
-            },
+                        .collect(),
+                )
+            }
         }
     }
 }

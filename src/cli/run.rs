@@ -88,6 +88,9 @@ pub fn print_summary(r: &RunReport) {
             out,
             files
         );
+        for h in &t.holds {
+            println!("  legal hold {h}");
+        }
         if let Some(e) = &t.error {
             println!("  error: {}", e.replace('\n', "\n  "));
         }

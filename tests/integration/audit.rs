@@ -721,7 +721,7 @@ fn html_report_renders_in_headless_chromium() {
     let o = chromium(
         &[
             "--hide-scrollbars".into(),
-            "--window-size=1280,1900".into(),
+            "--window-size=1280,2250".into(),
             format!("--screenshot={}", shot.display()),
             format!("file://{}", page.display()),
         ],

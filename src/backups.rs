@@ -127,6 +127,18 @@ impl BackupReport {
     }
 }
 
+/// The fingerprint of a backup file lethe did not write, kept beside the generation manifests
+/// (keyed like footer fingerprints; valid while the file keeps its size).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Sidecar {
+    size: u64,
+    fingerprint: String,
+}
+
+fn sidecar_path(path: &str) -> String {
+    format!("{META}fingerprints/{path}.json")
+}
+
 fn manifest_dir(generation: &str, tenant: &str) -> String {
     format!("{META}backups/{generation}/tenant={tenant}/")
 }
@@ -447,13 +459,28 @@ async fn rewrite(
             stats.files_untouched += 1;
             continue;
         }
-        // 1. The footer fingerprint, when lethe wrote the file.
+        // 1. The footer fingerprint, when lethe wrote the file; else the sidecar fingerprint a
+        //    previous run left for a file it checked exactly (backups written before lethe).
+        let mut has_fingerprint = false;
         if !job.opts.force_full {
             let (kv, read) = footer_metadata(job.backups, &f.path, f.size).await?;
             stats.bytes_read += read;
-            if let Some(fp) = kv
+            let mut fp = kv
                 .get(crate::fingerprint::KEY)
-                .and_then(|s| crate::fingerprint::Fingerprint::decode(s, fp_key))
+                .and_then(|s| crate::fingerprint::Fingerprint::decode(s, fp_key));
+            has_fingerprint = fp.is_some();
+            if fp.is_none()
+                && let Some(b) = job.backups.get_opt(&sidecar_path(&f.path)).await?
+            {
+                stats.bytes_read += b.len() as u64;
+                if let Ok(sc) = serde_json::from_slice::<Sidecar>(&b)
+                    && sc.size == f.size
+                {
+                    fp = crate::fingerprint::Fingerprint::decode(&sc.fingerprint, fp_key);
+                    has_fingerprint = fp.is_some();
+                }
+            }
+            if let Some(fp) = fp
                 && !fp.may_hold(&subjects.erase, &p.identifiers)
             {
                 live.push(f.clone());
@@ -467,7 +494,16 @@ async fn rewrite(
         let (ds2, subjects2, kinds) = (ds.clone(), subjects.clone(), p.identifiers.clone());
         let (mask, held2) = (p.policies.free_text_mask.clone(), held.clone());
         let matcher = MentionMatcher::new(&subjects.erase, &p.identifiers);
-        let (out, st) = crate::runtime::cpu(move || {
+        let want_sidecar = !has_fingerprint && !job.opts.dry_run;
+        let (out, st, sidecar) = crate::runtime::cpu(move || {
+            // The fingerprint of the file as it is, for the next run to skip reading it.
+            let sidecar = if want_sidecar {
+                crate::fingerprint::entries(&df, &ds2, &kinds)
+                    .ok()
+                    .and_then(|e| crate::fingerprint::encode(&e, &fp_key))
+            } else {
+                None
+            };
             let policy = Policy {
                 mentions: &matcher,
                 mask: &mask,
@@ -477,9 +513,23 @@ async fn rewrite(
                 held: &held2,
             };
             apply::apply_dataset(df, &ds2, &kinds, &subjects2, &policy)
+                .map(|(o, s)| (o, s, sidecar))
         })
         .await
         .map_err(|e| Error::internal(format!("{}: {e}", f.path)))?;
+        if st.deleted == 0
+            && st.redacted == 0
+            && let Some(fingerprint) = sidecar
+        {
+            let body = serde_json::to_vec(&Sidecar {
+                size: f.size,
+                fingerprint,
+            })
+            .map_err(|e| Error::internal(e.to_string()))?;
+            job.backups
+                .put(&sidecar_path(&f.path), Bytes::from(body))
+                .await?;
+        }
         stats.rows_held += st.held;
         if st.deleted == 0 && st.redacted == 0 {
             live.push(f.clone());
@@ -650,9 +700,14 @@ async fn commit(backups: &Location, m: &GenerationManifest) -> Result<()> {
     }
 }
 
-/// Deletes files, reporting (not failing on) those already gone.
+/// Deletes files (and their sidecar fingerprints), reporting (not failing on) those already gone.
 async fn delete_all(loc: &Location, paths: &[String], reporter: &dyn Reporter) {
     for p in paths {
+        if let Err(e) = loc.delete(&sidecar_path(p)).await {
+            reporter.report(Event::Warning {
+                message: format!("could not delete the fingerprint of {p}: {e}"),
+            });
+        }
         match loc.head(p).await {
             Ok(Some(_)) => {
                 if let Err(e) = loc.delete(p).await {

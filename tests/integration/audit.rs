@@ -64,10 +64,22 @@ fn golden(name: &str, actual: &str) {
     }
 }
 
-fn run_ok(args: &[&str]) -> std::process::Output {
-    let o = lethe(args, &[]);
+/// Runs lethe with the demo key whatever the caller's environment holds (the golden files hold
+/// keyed hashes), at the given log level.
+fn run_ok_logged(args: &[&str], log: &str) -> std::process::Output {
+    let o = Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .args(args)
+        .env("LETHE_LOG", log)
+        .env_remove("LETHE_HMAC_KEY")
+        .env_remove("LETHE_FAILPOINT")
+        .output()
+        .expect("lethe runs");
     assert!(o.status.success(), "lethe {args:?}: {}", text(&o));
     o
+}
+
+fn run_ok(args: &[&str]) -> std::process::Output {
+    run_ok_logged(args, "lethe=warn")
 }
 
 fn tenant_ids(data: &Path) -> Vec<String> {
@@ -85,9 +97,24 @@ fn scenario() -> &'static Scenario {
 }
 
 fn build() -> Scenario {
-    // A fixed directory under cargo's test scratch space, so paths (normalized away in the
-    // golden files) do not depend on a random name and nothing is left in /tmp.
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("audit-scenario");
+    // Under cargo's test scratch space (paths are normalized away in the golden files), one
+    // directory per process so that test runners that run each test in its own process do not
+    // collide; scenarios older than two hours are swept.
+    let scratch = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    for e in std::fs::read_dir(&scratch).into_iter().flatten().flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|a| a > Duration::from_secs(7200)));
+        if old
+            && e.file_name()
+                .to_string_lossy()
+                .starts_with("audit-scenario-")
+        {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    let dir = scratch.join(format!("audit-scenario-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let data = dir.join("data");
@@ -188,7 +215,8 @@ fn build() -> Scenario {
         let mut full: Vec<String> = args;
         full.extend(["--out".to_string(), path.display().to_string()]);
         let refs: Vec<&str> = full.iter().map(String::as_str).collect();
-        let o = run_ok(&refs);
+        // Debug logs too must hold no personal data.
+        let o = run_ok_logged(&refs, "lethe=debug");
         stderr.push_str(&String::from_utf8_lossy(&o.stderr));
         stderr.push_str(&String::from_utf8_lossy(&o.stdout));
         reports.push((name.to_string(), std::fs::read_to_string(&path).unwrap()));

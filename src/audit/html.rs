@@ -437,33 +437,17 @@ fn retention(o: &mut String, r: &AuditReport) {
     o.push_str("</tbody></table>");
 
     // Backups: one row per generation (all tenants), details per tenant below.
-    type Key<'a> = (&'a str, &'a str);
-    let mut by_gen: BTreeMap<&str, (GenerationWindow, &str, RowCounts, u32, Vec<&str>)> =
-        BTreeMap::new();
-    let mut by_gen_tenant: BTreeMap<Key, (GenerationWindow, Option<u64>, RowCounts, u32)> =
-        BTreeMap::new();
+    let mut by_gen: BTreeMap<&str, GenAgg> = BTreeMap::new();
+    let mut by_gen_tenant: BTreeMap<(&str, &str), GenAgg> = BTreeMap::new();
     for b in &r.retention.backups {
-        let g = by_gen.entry(&b.generation).or_insert((
-            b.window,
-            &b.expires_on,
-            RowCounts::default(),
-            0,
-            Vec::new(),
-        ));
-        g.0 = g.0.min(b.window);
-        g.2.add(&b.counts);
-        g.3 += b.files;
-        if !g.4.contains(&b.tenant.as_str()) {
-            g.4.push(&b.tenant);
-        }
-        let t = by_gen_tenant.entry((&b.generation, &b.tenant)).or_insert((
-            b.window,
-            b.manifest_sequence,
-            RowCounts::default(),
-            0,
-        ));
-        t.2.add(&b.counts);
-        t.3 += b.files;
+        by_gen
+            .entry(&b.generation)
+            .or_insert_with(|| GenAgg::new(b))
+            .add(b);
+        by_gen_tenant
+            .entry((&b.generation, &b.tenant))
+            .or_insert_with(|| GenAgg::new(b))
+            .add(b);
     }
     let window_badge = |w: GenerationWindow| match w {
         GenerationWindow::Inside => badge("b-ok", "inside window"),
@@ -475,16 +459,18 @@ fn retention(o: &mut String, r: &AuditReport) {
         r#"<h3>Backup generations</h3><p class="lead">Window starts {}. A generation past the window is expired by the next <code>lethe backups</code> run unless a hold keeps it.</p>"#,
         esc(&r.retention.backup_window_start)
     );
-    o.push_str(r#"<table><thead><tr><th>generation</th><th>window</th><th>expires on</th><th class="n">tenants</th><th class="n">files</th><th class="n">rows</th><th class="n">past retention</th><th class="n">due</th><th class="n">overdue</th><th class="n">held</th></tr></thead><tbody>"#);
-    for (g, (w, expires, c, files, tenants)) in by_gen.iter().rev() {
+    o.push_str(r#"<table><thead><tr><th>generation</th><th>window</th><th>expires on</th><th class="n">tenants</th><th class="n">files</th><th class="n">leftover files</th><th class="n">rows</th><th class="n">past retention</th><th class="n">due</th><th class="n">overdue</th><th class="n">held</th></tr></thead><tbody>"#);
+    for (g, a) in by_gen.iter().rev() {
+        let c = &a.counts;
         let _ = write!(
             o,
-            r#"<tr><td><b>{}</b></td><td>{}</td><td>{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td></tr>"#,
+            r#"<tr><td><b>{}</b></td><td>{}</td><td>{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td></tr>"#,
             esc(g),
-            window_badge(*w),
-            esc(expires),
-            tenants.len(),
-            files,
+            window_badge(a.window),
+            esc(a.expires_on),
+            a.tenants.len(),
+            a.files,
+            leftover(a.leftovers),
             n(c.rows),
             n(c.past_retention),
             n(c.due),
@@ -497,20 +483,24 @@ fn retention(o: &mut String, r: &AuditReport) {
         );
     }
     if by_gen.is_empty() {
-        o.push_str(r#"<tr><td colspan="10" class="zero">No backup generations.</td></tr>"#);
+        o.push_str(r#"<tr><td colspan="11" class="zero">No backup generations.</td></tr>"#);
     }
     o.push_str("</tbody></table>");
     if !by_gen_tenant.is_empty() {
-        o.push_str(r#"<details><summary>Per generation and tenant</summary><table><thead><tr><th>generation</th><th>tenant</th><th>window</th><th class="n">manifest</th><th class="n">files</th><th class="n">rows</th><th class="n">past retention</th><th class="n">due</th><th class="n">overdue</th><th class="n">held</th></tr></thead><tbody>"#);
-        for ((g, t), (w, seq, c, files)) in by_gen_tenant.iter().rev() {
+        o.push_str(r#"<details><summary>Per generation and tenant</summary><table><thead><tr><th>generation</th><th>tenant</th><th>window</th><th class="n">manifest</th><th class="n">files</th><th class="n">leftover files</th><th class="n">rows</th><th class="n">past retention</th><th class="n">due</th><th class="n">overdue</th><th class="n">held</th></tr></thead><tbody>"#);
+        for ((g, t), a) in by_gen_tenant.iter().rev() {
+            let c = &a.counts;
             let _ = write!(
                 o,
-                r#"<tr><td>{}</td><td>{}</td><td>{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td></tr>"#,
+                r#"<tr><td>{}</td><td>{}</td><td>{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td></tr>"#,
                 esc(g),
                 esc(t),
-                window_badge(*w),
-                seq.map(|s| s.to_string()).unwrap_or_else(|| "none".into()),
-                files,
+                window_badge(a.window),
+                a.manifest_sequence
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "none".into()),
+                a.files,
+                leftover(a.leftovers),
                 n(c.rows),
                 n(c.past_retention),
                 n(c.due),
@@ -521,6 +511,50 @@ fn retention(o: &mut String, r: &AuditReport) {
         o.push_str("</tbody></table></details>");
     }
     o.push_str("</section>\n");
+}
+
+/// Backup rows summed over datasets (and tenants), for the generation tables.
+struct GenAgg<'a> {
+    window: GenerationWindow,
+    expires_on: &'a str,
+    manifest_sequence: Option<u64>,
+    counts: RowCounts,
+    files: u32,
+    leftovers: u32,
+    tenants: Vec<&'a str>,
+}
+
+impl<'a> GenAgg<'a> {
+    fn new(b: &'a super::BackupRows) -> Self {
+        GenAgg {
+            window: b.window,
+            expires_on: &b.expires_on,
+            manifest_sequence: b.manifest_sequence,
+            counts: RowCounts::default(),
+            files: 0,
+            leftovers: 0,
+            tenants: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, b: &'a super::BackupRows) {
+        // The most urgent state of any tenant's part shows.
+        self.window = self.window.max(b.window);
+        self.counts.add(&b.counts);
+        self.files += b.files;
+        self.leftovers += b.leftover_files;
+        if !self.tenants.contains(&b.tenant.as_str()) {
+            self.tenants.push(&b.tenant);
+        }
+    }
+}
+
+fn leftover(n: u32) -> String {
+    if n > 0 {
+        badge("b-bad", &n.to_string())
+    } else {
+        self::n(0)
+    }
 }
 
 fn status_badge(s: RequestStatus) -> String {

@@ -151,7 +151,7 @@ pub fn render(r: &AuditReport) -> String {
     }
     let _ = writeln!(
         o,
-        "\n### Backup generations (window starts {})\n\n| generation | tenant | dataset | window | expires on | files | rows | past retention | due | overdue | held |\n|---|---|---|---|---|--:|--:|--:|--:|--:|--:|",
+        "\n### Backup generations (window starts {})\n\n| generation | tenant | dataset | window | expires on | files | leftover | rows | past retention | due | overdue | held |\n|---|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|",
         r.retention.backup_window_start
     );
     for b in &r.retention.backups {
@@ -163,13 +163,14 @@ pub fn render(r: &AuditReport) -> String {
         };
         let _ = writeln!(
             o,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             b.generation,
             cell(&b.tenant),
             cell(&b.dataset),
             w,
             b.expires_on,
             b.files,
+            b.leftover_files,
             k.rows,
             k.past_retention,
             k.due,

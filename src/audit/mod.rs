@@ -127,7 +127,8 @@ pub enum GenerationWindow {
     Inside,
     /// Past the window: the next backups run expires it (unless a hold keeps it).
     PastWindow,
-    /// Expired by lethe (its manifest says so and no live file is left).
+    /// Expired by lethe (its manifest says so and no live file is left); any file still there
+    /// is overdue for deletion.
     Expired,
 }
 
@@ -141,7 +142,11 @@ pub struct BackupRows {
     pub expires_on: String,
     /// Sequence of the generation's latest manifest for this tenant (none: lethe never ran on it).
     pub manifest_sequence: Option<u64>,
+    /// Files counted: the live files (for an expired generation, the files left of it).
     pub files: u32,
+    /// Files the generation's manifest superseded that still exist (erased people may be in
+    /// them; `lethe gc` deletes them).
+    pub leftover_files: u32,
     /// `past_retention` counts rows past their dataset's retention (informational inside the
     /// window); `due`, `overdue` and `held` count rows of a generation past the window.
     #[serde(flatten)]
@@ -473,7 +478,20 @@ pub async fn run(
                 }
                 let expires_on = day(add_months(when, backup_months));
                 for ds in p.tenant_datasets() {
-                    let paths: Vec<String> = live
+                    // Files the manifest superseded but that are still there (a crashed run or
+                    // a failed delete): they hold data the generation no longer uses, erased
+                    // people included, until `lethe gc` deletes them.
+                    let leftovers = listed
+                        .iter()
+                        .filter(|f| f.dataset == ds.name && !live.contains(f))
+                        .count() as u32;
+                    // An expired generation has no live file: what is left of it is counted.
+                    let counted = if window == GenerationWindow::Expired {
+                        listed
+                    } else {
+                        &live
+                    };
+                    let paths: Vec<String> = counted
                         .iter()
                         .filter(|f| f.dataset == ds.name)
                         .map(|f| f.path.clone())
@@ -496,14 +514,21 @@ pub async fn run(
                         .filter(|h| h.dataset.as_deref().is_none_or(|d| d == ds.name))
                         .map(|h| h.id.clone())
                         .collect();
-                    if window == GenerationWindow::PastWindow {
-                        if hold.is_empty() {
+                    match window {
+                        GenerationWindow::Inside => {}
+                        GenerationWindow::PastWindow if !hold.is_empty() => {
+                            counts.held = counts.rows;
+                        }
+                        GenerationWindow::PastWindow => {
                             counts.due = counts.rows;
                             if when < overdue_window_start {
                                 counts.overdue = counts.rows;
                             }
-                        } else {
-                            counts.held = counts.rows;
+                        }
+                        // Expired, yet files remain: they should be gone already.
+                        GenerationWindow::Expired => {
+                            counts.due = counts.rows;
+                            counts.overdue = counts.rows;
                         }
                     }
                     retention.backups.push(BackupRows {
@@ -514,6 +539,7 @@ pub async fn run(
                         expires_on: expires_on.clone(),
                         manifest_sequence: gm.as_ref().map(|m| m.sequence),
                         files: paths.len() as u32,
+                        leftover_files: leftovers,
                         counts,
                         holds: if window == GenerationWindow::PastWindow {
                             hold
@@ -538,6 +564,12 @@ pub async fn run(
                 generations: gen_state,
             },
         );
+    }
+    let leftovers: u32 = retention.backups.iter().map(|b| b.leftover_files).sum();
+    if leftovers > 0 {
+        warnings.push(format!(
+            "{leftovers} backup file(s) that lethe superseded (rewritten or expired) still exist and may hold erased people: run `lethe gc`"
+        ));
     }
     for g in bad_generations {
         warnings.push(format!(

@@ -497,6 +497,7 @@ pub async fn export_in(
             }
         }
     }
+    eprintln!("TIMING publish parts (summed over concurrent tasks, ms): claim {} build {} upload {} commit {}", T_CLAIM.load(std::sync::atomic::Ordering::Relaxed)/1000, T_BUILD.load(std::sync::atomic::Ordering::Relaxed)/1000, T_UP.load(std::sync::atomic::Ordering::Relaxed)/1000, T_COMMIT.load(std::sync::atomic::Ordering::Relaxed)/1000);
     let report = ExportReport {
         export_id: export_id.clone(),
         pipeline: p.name.clone(),
@@ -530,7 +531,7 @@ struct Scanned {
     /// Per request and dataset: rows found.
     stats: Vec<BTreeMap<String, BundleDataset>>,
     /// Per request: its rendered files still in memory (taken by the bundle that publishes it).
-    pending: Vec<std::sync::Mutex<BTreeMap<String, spool::Pending>>>,
+    pending: Vec<std::sync::Mutex<BTreeMap<String, spool::Spooled>>>,
     files_scanned: usize,
     rows_scanned: u64,
 }
@@ -951,6 +952,11 @@ async fn scan(
 
 /// Claims a folder, assembles the bundle, uploads it and commits its manifest.
 #[allow(clippy::too_many_arguments)]
+pub static T_CLAIM: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub static T_BUILD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub static T_UP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub static T_COMMIT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+fn acc(a: &std::sync::atomic::AtomicU64, t: Instant) { a.fetch_add(t.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed); }
 async fn publish(
     ctx: &Context,
     tenant: &str,
@@ -967,6 +973,7 @@ async fn publish(
     let now = chrono::Utc::now();
     // Claim a folder no one else writes into: an unfinished folder may be a crashed attempt or
     // a concurrent export, so it is skipped rather than reused.
+    let tc = Instant::now();
     let mut generation = first_generation;
     let folder = loop {
         let folder = folder_name(&r.base, generation);
@@ -995,6 +1002,7 @@ async fn publish(
             });
         }
     };
+    acc(&T_CLAIM, tc);
     let i = req as usize;
     let stats = scanned.stats[i].clone();
     let rows: u64 = stats.values().map(|d| d.rows).sum();
@@ -1033,11 +1041,14 @@ async fn publish(
         .get(i)
         .map(|m| std::mem::take(&mut *m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)))
         .unwrap_or_default();
+    let tb = Instant::now();
     let spool::Built {
         files,
         zip: zip_content,
         manifest: built,
     } = cpu(move || spool::build(&spool, req, pending, &p, formats, m)).await?;
+    acc(&T_BUILD, tb);
+    let tu = Instant::now();
     let dir = format!("{prefix}{folder}");
     futures::stream::iter(
         files
@@ -1049,6 +1060,8 @@ async fn publish(
     .await?;
     let zip = format!("{prefix}{folder}.zip");
     upload(outputs, zip.clone(), zip_content).await?;
+    acc(&T_UP, tu);
+    let tm = Instant::now();
     let body = serde_json::to_vec_pretty(&built)
         .map_err(|e| Error::internal(format!("bundle manifest encoding: {e}")))?;
     let manifest_sha256 = sha256_hex(&body);
@@ -1062,6 +1075,7 @@ async fn publish(
             message: format!("bundle {dir} was committed by another writer"),
         });
     }
+    acc(&T_COMMIT, tm);
     let mut b = BundleReport::new(&r.request_id, BundleStatus::Written);
     b.path = Some(dir.clone());
     b.zip = Some(zip.clone());

@@ -151,16 +151,16 @@ impl Buffers {
     }
 
     /// Splits the buffers by request, for bundles assembled concurrently.
-    pub fn into_requests(self, n: usize) -> Vec<BTreeMap<String, Pending>> {
-        let mut out: Vec<BTreeMap<String, Pending>> = (0..n).map(|_| BTreeMap::new()).collect();
+    pub fn into_requests(self, n: usize) -> Vec<BTreeMap<String, Spooled>> {
+        let mut out: Vec<BTreeMap<String, Spooled>> = (0..n).map(|_| BTreeMap::new()).collect();
         for ((req, name), buf) in self.bufs {
             if let Some(m) = out.get_mut(req as usize) {
-                m.insert(name, Pending::Buffer(buf));
+                m.insert(name, Spooled::Buffer(buf));
             }
         }
         for (req, name) in self.spilled {
             if let Some(m) = out.get_mut(req as usize) {
-                m.entry(name).or_insert(Pending::Spilled);
+                m.entry(name).or_insert(Spooled::Spilled);
             }
         }
         out
@@ -169,7 +169,7 @@ impl Buffers {
 
 /// A file's content after the scan: its tail in memory, and maybe a head in the spool.
 #[derive(Debug)]
-pub enum Pending {
+pub enum Spooled {
     Buffer(Vec<u8>),
     /// Everything is in the spool file.
     Spilled,
@@ -256,7 +256,7 @@ pub fn dataset_files(ds: &str, formats: Formats) -> Vec<String> {
 pub fn build(
     spool: &Spool,
     req: ReqIdx,
-    mut pending: BTreeMap<String, Pending>,
+    mut pending: BTreeMap<String, Spooled>,
     p: &Pipeline,
     formats: Formats,
     mut m: BundleManifest,
@@ -277,12 +277,12 @@ pub fn build(
                 Content::File(path)
             } else {
                 match pending.remove(name) {
-                    Some(Pending::Buffer(buf)) if !dir.join(name).exists() => Content::Memory(buf),
-                    Some(Pending::Buffer(buf)) => {
+                    Some(Spooled::Buffer(buf)) if !dir.join(name).exists() => Content::Memory(buf),
+                    Some(Spooled::Buffer(buf)) => {
                         spool.append(req, name, &buf)?;
                         Content::File(dir.join(name))
                     }
-                    Some(Pending::Spilled) => Content::File(dir.join(name)),
+                    Some(Spooled::Spilled) => Content::File(dir.join(name)),
                     None if name.ends_with(".csv") => Content::Memory(render::csv_header(ds)),
                     None => Content::Memory(Vec::new()),
                 }

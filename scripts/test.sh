@@ -57,4 +57,12 @@ export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-testing}"
 export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-testing}"
 export AWS_REGION="${AWS_REGION:-us-east-1}"
 
+# The HTML audit report is checked in headless Chromium (Debian's package; a font for the screenshot).
+if [ ! -x /usr/bin/chromium ]; then
+  echo "test.sh: installing chromium for the audit report browser test" >&2
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >&2
+fi
+export LETHE_REQUIRE_CHROMIUM=1
+
 cargo test --all-targets "$@"

@@ -784,7 +784,16 @@ async fn expire(job: Job<'_>, reporter: &dyn Reporter) -> Result<GenerationRepor
         committed_at: chrono::Utc::now().to_rfc3339(),
         spec_hash: job.ctx.pipeline.spec_hash.clone(),
         files: keep.clone(),
-        superseded: gone.clone(),
+        // Earlier superseded files stay listed: a crash may have left one behind, and it must
+        // never become live again.
+        superseded: job
+            .prev
+            .as_ref()
+            .map(|m| m.superseded.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .chain(gone.iter().cloned())
+            .collect(),
         applied: job
             .prev
             .as_ref()

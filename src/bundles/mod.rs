@@ -20,7 +20,7 @@
 //!
 //! A bundle is complete once its `manifest.json` exists; it is put with create-if-absent after
 //! every other file, so a crash leaves no bundle that looks answered, and a rerun skips answered
-//! requests. A folder is claimed first (`_claim.json`, create-if-absent) so two exports never
+//! requests. A folder is claimed first (its `README.md`, create-if-absent) so two exports never
 //! write into the same folder; a retry after a crash, or `--force`, takes the next generation
 //! (`<request>~2`, `~3`, ...) and never overwrites a bundle.
 
@@ -58,9 +58,10 @@ use spool::Spool;
 
 pub const BUNDLE_FORMAT: u32 = 1;
 const MANIFEST_FILE: &str = "manifest.json";
-const CLAIM_FILE: &str = "_claim.json";
-/// Bundles assembled and uploaded at once (each uploads its files one after another).
-const PUBLISH_CONCURRENCY: usize = 8;
+/// Bundles assembled and uploaded at once.
+const PUBLISH_CONCURRENCY: usize = 16;
+/// Files of one bundle uploaded at once.
+const UPLOAD_CONCURRENCY: usize = 8;
 /// Snapshot files downloaded ahead of the one being scanned.
 const FETCH_AHEAD: usize = 2;
 /// Files larger than this are uploaded in parts, streamed from the spool.
@@ -497,7 +498,6 @@ pub async fn export_in(
             }
         }
     }
-    eprintln!("TIMING publish parts (summed over concurrent tasks, ms): claim {} build {} upload {} commit {}", T_CLAIM.load(std::sync::atomic::Ordering::Relaxed)/1000, T_BUILD.load(std::sync::atomic::Ordering::Relaxed)/1000, T_UP.load(std::sync::atomic::Ordering::Relaxed)/1000, T_COMMIT.load(std::sync::atomic::Ordering::Relaxed)/1000);
     let report = ExportReport {
         export_id: export_id.clone(),
         pipeline: p.name.clone(),
@@ -633,7 +633,6 @@ async fn export_tenant(
                     scanned,
                     start,
                     opts.formats,
-                    export_id,
                     snapshot,
                 )
                 .await;
@@ -950,13 +949,8 @@ async fn scan(
     })
 }
 
-/// Claims a folder, assembles the bundle, uploads it and commits its manifest.
+/// Assembles a bundle, claims a folder for it, uploads it and commits its manifest.
 #[allow(clippy::too_many_arguments)]
-pub static T_CLAIM: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-pub static T_BUILD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-pub static T_UP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-pub static T_COMMIT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-fn acc(a: &std::sync::atomic::AtomicU64, t: Instant) { a.fetch_add(t.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed); }
 async fn publish(
     ctx: &Context,
     tenant: &str,
@@ -965,44 +959,11 @@ async fn publish(
     scanned: &Scanned,
     first_generation: u32,
     formats: Formats,
-    export_id: &str,
     snapshot: SnapshotRef,
 ) -> Result<(BundleReport, Option<BundleEvidence>)> {
     let outputs = &ctx.outputs;
     let prefix = bundles_prefix(tenant);
     let now = chrono::Utc::now();
-    // Claim a folder no one else writes into: an unfinished folder may be a crashed attempt or
-    // a concurrent export, so it is skipped rather than reused.
-    let tc = Instant::now();
-    let mut generation = first_generation;
-    let folder = loop {
-        let folder = folder_name(&r.base, generation);
-        let claim = serde_json::json!({
-            "export_id": export_id,
-            "claimed_at": now.to_rfc3339(),
-            "engine_version": env!("CARGO_PKG_VERSION"),
-        });
-        let claimed = outputs
-            .put_if_absent(
-                &format!("{prefix}{folder}/{CLAIM_FILE}"),
-                Bytes::from(claim.to_string()),
-            )
-            .await?;
-        if claimed {
-            break folder;
-        }
-        generation += 1;
-        if generation > first_generation + 100 {
-            return Err(Error::CommitConflict {
-                tenant: tenant.to_string(),
-                message: format!(
-                    "no free bundle folder for request {} after 100 generations",
-                    r.request_id
-                ),
-            });
-        }
-    };
-    acc(&T_CLAIM, tc);
     let i = req as usize;
     let stats = scanned.stats[i].clone();
     let rows: u64 = stats.values().map(|d| d.rows).sum();
@@ -1020,8 +981,8 @@ async fn publish(
         engine_version: env!("CARGO_PKG_VERSION").into(),
         request_id: r.request_id.clone(),
         tenant: tenant.to_string(),
-        folder: folder.clone(),
-        generation,
+        folder: String::new(),
+        generation: 0,
         generated_at: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         received_at: r.received_at.and_then(micros_to_rfc3339),
         pipeline: p.name.clone(),
@@ -1041,27 +1002,64 @@ async fn publish(
         .get(i)
         .map(|m| std::mem::take(&mut *m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)))
         .unwrap_or_default();
-    let tb = Instant::now();
-    let spool::Built {
-        files,
-        zip: zip_content,
-        manifest: built,
-    } = cpu(move || spool::build(&spool, req, pending, &p, formats, m)).await?;
-    acc(&T_BUILD, tb);
-    let tu = Instant::now();
+    let mut built = cpu(move || spool::assemble(&spool, req, pending, &p, formats, m)).await?;
+
+    // Claim a folder no one else writes into by creating its README first (create-if-absent):
+    // an unfinished folder may be a crashed attempt or a concurrent export, so it is skipped,
+    // never reused.
+    let readme = match built.files.first_mut() {
+        Some((_, spool::Content::Memory(b))) => Bytes::from(std::mem::take(b)),
+        _ => {
+            return Err(Error::internal(
+                "a bundle's README is assembled first, in memory",
+            ));
+        }
+    };
+    let mut generation = first_generation;
+    let folder = loop {
+        let folder = folder_name(&r.base, generation);
+        if outputs
+            .put_if_absent(&format!("{prefix}{folder}/README.md"), readme.clone())
+            .await?
+        {
+            break folder;
+        }
+        generation += 1;
+        if generation > first_generation + 100 {
+            return Err(Error::CommitConflict {
+                tenant: tenant.to_string(),
+                message: format!(
+                    "no free bundle folder for request {} after 100 generations",
+                    r.request_id
+                ),
+            });
+        }
+    };
+    if let Some((_, spool::Content::Memory(b))) = built.files.first_mut() {
+        *b = readme.to_vec();
+    }
+    let (built, zip_content, built_manifest) = {
+        let folder = folder.clone();
+        cpu(move || {
+            let z = spool::zip(&built, &folder, generation);
+            z.map(|(zip, m)| (built, zip, m))
+        })
+        .await?
+    };
     let dir = format!("{prefix}{folder}");
     futures::stream::iter(
-        files
+        built
+            .files
             .into_iter()
+            .skip(1)
             .map(|(name, content)| upload(outputs, format!("{dir}/{name}"), content)),
     )
-    .buffer_unordered(4)
+    .buffer_unordered(UPLOAD_CONCURRENCY)
     .try_collect::<Vec<()>>()
     .await?;
     let zip = format!("{prefix}{folder}.zip");
     upload(outputs, zip.clone(), zip_content).await?;
-    acc(&T_UP, tu);
-    let tm = Instant::now();
+    let built = built_manifest;
     let body = serde_json::to_vec_pretty(&built)
         .map_err(|e| Error::internal(format!("bundle manifest encoding: {e}")))?;
     let manifest_sha256 = sha256_hex(&body);
@@ -1075,7 +1073,6 @@ async fn publish(
             message: format!("bundle {dir} was committed by another writer"),
         });
     }
-    acc(&T_COMMIT, tm);
     let mut b = BundleReport::new(&r.request_id, BundleStatus::Written);
     b.path = Some(dir.clone());
     b.zip = Some(zip.clone());
@@ -1213,11 +1210,11 @@ mod tests {
         };
         let prefix = "tenants/t/bundles/";
         let listed = [
-            info("tenants/t/bundles/A/_claim.json"),
+            info("tenants/t/bundles/A/README.md"),
             info("tenants/t/bundles/A/manifest.json"),
             info("tenants/t/bundles/A.zip"),
-            info("tenants/t/bundles/A~2/_claim.json"),
-            info("tenants/t/bundles/B/_claim.json"),
+            info("tenants/t/bundles/A~2/README.md"),
+            info("tenants/t/bundles/B/README.md"),
             info("tenants/t/bundles/B/README.md"),
         ];
         let f = Folders::from_listing(&listed, prefix);

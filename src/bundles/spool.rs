@@ -225,14 +225,14 @@ pub fn hash_file(path: &Path) -> Result<(u64, String)> {
     Ok((size, hex::encode(h.finalize())))
 }
 
-/// A bundle assembled, ready to upload.
+/// A bundle's files, assembled; the zip comes once its folder is known.
 #[derive(Debug)]
 pub struct Built {
     /// (name inside the bundle folder, content), README first.
     pub files: Vec<(String, Content)>,
-    pub zip: Content,
-    /// The final manifest (with the zip's checksum), to be written last.
+    /// The manifest without folder, generation and zip.
     pub manifest: BundleManifest,
+    dir: PathBuf,
 }
 
 /// File names of one dataset in a bundle, in a fixed order.
@@ -251,9 +251,10 @@ pub fn dataset_files(ds: &str, formats: Formats) -> Vec<String> {
 }
 
 /// Completes request `req`'s files (empty datasets get empty files, spilled ones get their
-/// buffered tail appended, Parquet is assembled from its chunks), writes the README, and zips
-/// the folder with a copy of the manifest. `m` arrives with everything but `files` and `zip`.
-pub fn build(
+/// buffered tail appended, Parquet is assembled from its chunks) and writes the README. `m`
+/// arrives with everything but `files` and `zip`. Nothing here depends on the bundle's folder,
+/// so a lost claim on a folder costs only a new zip.
+pub fn assemble(
     spool: &Spool,
     req: ReqIdx,
     mut pending: BTreeMap<String, Spooled>,
@@ -304,29 +305,36 @@ pub fn build(
             })
         })
         .collect::<Result<_>>()?;
+    Ok(Built {
+        files,
+        manifest: m,
+        dir,
+    })
+}
 
+/// The final manifest of `b` in `folder` (generation `generation`) and the zip it describes.
+pub fn zip(b: &Built, folder: &str, generation: u32) -> Result<(Content, BundleManifest)> {
+    let mut m = b.manifest.clone();
+    m.folder = folder.to_string();
+    m.generation = generation;
     let total: u64 = m.files.iter().map(|f| f.size).sum();
     let zip = if total < ZIP_IN_MEMORY {
-        let w = write_zip(io::Cursor::new(Vec::new()), &dir, &m, &files)?;
+        let w = write_zip(io::Cursor::new(Vec::new()), &b.dir, &m, &b.files)?;
         Content::Memory(w.into_inner())
     } else {
-        let path = dir.join("bundle.zip");
+        let path = b.dir.join("bundle.zip");
         let f = File::create(&path).map_err(io("create", &path))?;
-        let mut w = write_zip(io::BufWriter::new(f), &dir, &m, &files)?;
+        let mut w = write_zip(io::BufWriter::new(f), &b.dir, &m, &b.files)?;
         w.flush().map_err(io("write", &path))?;
         Content::File(path)
     };
     let (size, sha256) = zip.hash()?;
     m.zip = Some(BundleFile {
-        path: format!("{}.zip", m.folder),
+        path: format!("{folder}.zip"),
         size,
         sha256,
     });
-    Ok(Built {
-        files,
-        zip,
-        manifest: m,
-    })
+    Ok((zip, m))
 }
 
 /// The zip of a bundle: `<folder>/README.md`, `<folder>/manifest.json` (the manifest without

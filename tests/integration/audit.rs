@@ -145,7 +145,31 @@ fn build() -> Scenario {
     let s = spec.to_str().unwrap();
 
     run_ok(&["run", s, "--as-of", "2026-11-29"]);
+    let backup_files: Vec<(PathBuf, Vec<u8>)> = walk(&dir.join("backups"))
+        .into_iter()
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
     run_ok(&["backups", s, "--as-of", "2026-11-29"]);
+    // A crash between the commit and the delete: one rewritten original of a recent generation
+    // (still inside the window at the audit) is back. The audit must see the leftover.
+    let (path, bytes) = backup_files
+        .iter()
+        .find(|(p, _)| {
+            let generation = p
+                .strip_prefix(dir.join("backups"))
+                .unwrap()
+                .iter()
+                .next()
+                .unwrap()
+                .to_string_lossy()
+                .to_string();
+            !p.exists() && generation.as_str() >= "2026-08-01"
+        })
+        .expect("the backups run rewrote a file of a recent generation");
+    std::fs::write(path, bytes).unwrap();
     run_ok(&["backups", s, "--as-of", "2027-04-20"]);
     let header = "request_id,tenant_id,kind,identifier_kind,identifier,received_at,field,value\n";
     std::fs::write(
@@ -415,6 +439,19 @@ fn audit_finds_what_is_late_and_what_is_complete() {
     assert_eq!(held_calls["overdue"], 0);
     assert!(held_calls["held"].as_u64().unwrap() > 0);
     assert!(r["summary"]["backup_rows_overdue"].as_u64().unwrap() > 0);
+    // The superseded file a "crash" left behind is found, and gc is recommended.
+    let leftovers: u64 = backups
+        .iter()
+        .map(|b| b["leftover_files"].as_u64().unwrap())
+        .sum();
+    assert_eq!(leftovers, 1);
+    assert!(
+        r["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("lethe gc"))
+    );
     // Calls older than 12 months piled up in the snapshot since the last run (2027-04-20).
     assert!(r["summary"]["snapshot_rows_overdue"].as_u64().unwrap() > 0);
     let held_snapshot = r["retention"]["snapshot"]

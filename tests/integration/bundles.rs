@@ -343,7 +343,7 @@ fn check_bundle(bundles: &Path, folder: &str) -> Value {
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().to_string())
-        .filter(|n| n != "manifest.json" && n != "_claim.json")
+        .filter(|n| n != "manifest.json")
         .collect();
     assert_eq!(on_disk, listed, "the manifest lists every file of {folder}");
 

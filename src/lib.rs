@@ -26,6 +26,7 @@ pub mod ledger;
 pub mod parquet_io;
 pub mod plan;
 pub mod policy;
+pub mod record;
 pub mod report;
 pub mod runtime;
 pub mod sample;

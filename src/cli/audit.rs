@@ -30,6 +30,9 @@ pub struct Args {
     /// Only this tenant (repeatable).
     #[arg(long = "tenant")]
     tenants: Vec<String>,
+    /// Render the record of processing activities from the specs instead (json or md).
+    #[arg(long)]
+    record: bool,
 }
 
 /// Writes `body` to `out`, or to stdout.
@@ -57,6 +60,22 @@ pub fn emit(out: Option<&PathBuf>, body: &str) -> Result<(), Error> {
 
 pub fn exec(a: Args, reporter: &dyn Reporter) -> Result<i32, Error> {
     let p = super::load(&a.pipeline)?;
+    if a.record {
+        let r = lethe::record::build(&p);
+        let body = match a.format {
+            Format::Md => lethe::record::markdown(&r),
+            Format::Json => {
+                serde_json::to_string_pretty(&r).map_err(|e| Error::internal(e.to_string()))? + "\n"
+            }
+            Format::Html => {
+                return Err(Error::Usage {
+                    message: "the record of processing renders as json or md".into(),
+                });
+            }
+        };
+        emit(a.out.as_ref(), &body)?;
+        return Ok(exit::OK);
+    }
     let rt = super::runtime()?;
     let opts = AuditOptions {
         as_of: a.as_of,

@@ -969,6 +969,9 @@ fn build_dataset(
         retain_months: s.retain.as_ref().and_then(|r| r.months),
         retention_months: s.retention.as_ref().map(|r| r.months),
         categories: s.categories.clone(),
+        purpose: s.purpose.clone(),
+        data_subjects: s.data_subjects.clone(),
+        recipients: s.recipients.clone(),
         columns: s
             .columns
             .iter()

@@ -147,6 +147,9 @@ pub struct Dataset {
     /// Default retention (months after the timestamp column).
     pub retention_months: Option<u32>,
     pub categories: Vec<String>,
+    pub purpose: Option<String>,
+    pub data_subjects: Vec<String>,
+    pub recipients: Vec<String>,
     pub columns: IndexMap<String, Column>,
 }
 

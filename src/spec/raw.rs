@@ -291,6 +291,15 @@ pub struct DatasetSchemaSpec {
     /// Categories of personal data the dataset holds (audit, breach reports).
     #[serde(default)]
     pub categories: Vec<String>,
+    /// Why the data is processed (record of processing activities).
+    #[serde(default)]
+    pub purpose: Option<String>,
+    /// Categories of people the data is about (e.g. "customers of the tenant").
+    #[serde(default)]
+    pub data_subjects: Vec<String>,
+    /// Recipients and sub-processors the data is disclosed to.
+    #[serde(default)]
+    pub recipients: Vec<String>,
     pub columns: IndexMap<String, ColumnSpec>,
 }
 

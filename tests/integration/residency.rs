@@ -140,3 +140,42 @@ fn policy_grants_what_a_run_does() {
     let o = lethe(&["policy", spec.to_str().unwrap(), "--for", "gc"], &[]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("s3:DeleteObject"));
 }
+
+#[test]
+fn record_of_processing_from_the_specs() {
+    let spec = crate::pipeline::repo().join("pipelines/helpdesk.yaml");
+    let o = lethe(
+        &[
+            "audit",
+            spec.to_str().unwrap(),
+            "--record",
+            "--format",
+            "md",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let md = String::from_utf8_lossy(&o.stdout);
+    for needle in [
+        "| emails |",
+        "| invoices |",
+        "SMS carrier",
+        "Legal obligation",
+        "24 months",
+        "Where the data is stored",
+    ] {
+        assert!(md.contains(needle), "missing {needle} in:\n{md}");
+    }
+    let o = lethe(
+        &[
+            "audit",
+            spec.to_str().unwrap(),
+            "--record",
+            "--format",
+            "json",
+        ],
+        &[],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["activities"].as_array().unwrap().len(), 5);
+}

@@ -123,7 +123,8 @@ impl MentionMatcher {
             let longer_address = before.is_some_and(|c| matches!(c, '.' | '-' | '+' | '%'))
                 && first.is_some_and(|c| c.is_alphanumeric())
                 && m.as_str().contains('@');
-            // `+44 4155550100` is a number in another country.
+            // `+4155550100` read from its fourth digit: a `+` right before the national digits
+            // starts a number with another country code.
             let other_country = before == Some('+') && first.is_some_and(|c| c.is_ascii_digit());
             let ok = !(inside_word || longer_address || other_country);
             if ok {
@@ -227,7 +228,9 @@ pub fn apply_dataset(
             .map(|(v, h)| if *h { Some(r.value.as_str()) } else { v })
             .collect();
         let s = new.with_name(col.name.as_str().into()).into_series();
-        let s = s.strict_cast(&crate::conform::dtype(col.ty))?;
+        // The same reading rules as exports (RFC 3339 timestamps, true/false...).
+        let s = crate::conform::conform_column(&s, col.ty, &ds.name)
+            .map_err(|e| PolarsError::ComputeError(e.to_string().into()))?;
         df.with_column(s.into_column())?;
         for (i, h) in hit.iter().enumerate() {
             rectified[i] |= *h;
@@ -279,6 +282,7 @@ pub fn apply_dataset(
             ds,
             policy,
             &held,
+            &erased_any,
             vec![false; stats.rows_in as usize],
             stats,
         );
@@ -404,7 +408,7 @@ pub fn apply_dataset(
         .zip(delete.iter())
         .filter(|(r, d)| **r && !**d)
         .count() as u64;
-    expire(df, ds, policy, &held, delete, stats)
+    expire(df, ds, policy, &held, &erased_any, delete, stats)
 }
 
 /// Adds rows past retention (or of a purged closed tenant) to `delete`, never held rows, then
@@ -414,6 +418,7 @@ fn expire(
     ds: &Dataset,
     policy: &Policy,
     held: &[bool],
+    erased: &[bool],
     mut delete: Vec<bool>,
     mut stats: ApplyStats,
 ) -> PolarsResult<(DataFrame, ApplyStats)> {
@@ -430,10 +435,13 @@ fn expire(
             *e = v.is_some_and(|v| v < cutoff);
         }
     }
-    for ((e, d), h) in expired.iter().zip(delete.iter_mut()).zip(held) {
+    for (i, ((e, d), h)) in expired.iter().zip(delete.iter_mut()).zip(held).enumerate() {
         if *e && !*d {
             if *h {
-                stats.held += 1;
+                // Counted once: an erased row a hold keeps is already in `held`.
+                if !erased[i] {
+                    stats.held += 1;
+                }
             } else {
                 *d = true;
                 stats.expired += 1;

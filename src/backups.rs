@@ -71,6 +71,9 @@ pub struct GenerationManifest {
     pub applied: BTreeSet<String>,
     /// Set when the generation passed the backup retention window and its files were deleted.
     pub expired: bool,
+    /// The tenant's active holds when this manifest was made (see `rewrite`).
+    #[serde(default)]
+    pub holds_key: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -132,11 +135,38 @@ impl BackupReport {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Sidecar {
     size: u64,
+    /// The file's ETag when it was checked (a same-size overwrite must not reuse it).
+    #[serde(default)]
+    e_tag: Option<String>,
+    /// See [`crate::fingerprint::CHECK`].
+    #[serde(default)]
+    check: String,
     fingerprint: String,
 }
 
 fn sidecar_path(path: &str) -> String {
     format!("{META}fingerprints/{path}.json")
+}
+
+/// A digest of the tenant's active holds.
+fn holds_key(ctx: &Context, tenant: &str) -> String {
+    let th = ctx.keyed.for_tenant(tenant);
+    let holds: Vec<String> = ctx
+        .active_holds(tenant)
+        .iter()
+        .map(|h| {
+            format!(
+                "{}|{:?}|{}",
+                h.id,
+                h.dataset,
+                h.identifier
+                    .as_ref()
+                    .map(|(k, v)| th.identifier(k, v))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    crate::hash::sha256_hex(holds.join(";").as_bytes())
 }
 
 fn manifest_dir(generation: &str, tenant: &str) -> String {
@@ -410,12 +440,31 @@ async fn rewrite(
     let p = job.ctx.pipeline.clone();
     let mut stats = GenerationStats::default();
     let index = generation_index(&job, exports_link).await?;
-    let applied_before = if job.opts.force_full {
+    // Holds change what may be erased: when they changed since the last run, the whole ledger
+    // is applied again (an erasure a hold kept back must land once the hold is lifted).
+    let holds_key = holds_key(job.ctx, job.tenant);
+    let holds_changed = job.prev.as_ref().is_some_and(|m| m.holds_key != holds_key);
+    let applied_before = if job.opts.force_full || holds_changed {
         None
     } else {
         job.prev.as_ref().map(|m| &m.applied)
     };
     let (subjects, new_keys) = erase_subjects(job.ctx, job.tenant, &index, applied_before);
+    // Files the previous manifest does not know as they are now (added or replaced since) get
+    // every erasure, not only the new ones.
+    let (all_subjects, _) = erase_subjects(job.ctx, job.tenant, &index, None);
+    let known: BTreeMap<&String, &GenerationFile> = job
+        .prev
+        .as_ref()
+        .map(|m| m.files.iter().map(|f| (&f.path, f)).collect())
+        .unwrap_or_default();
+    let fresh = |f: &GenerationFile| {
+        job.prev.is_none()
+            || !known
+                .get(&f.path)
+                .is_some_and(|k| k.size == f.size && (k.e_tag.is_none() || k.e_tag == f.e_tag))
+    };
+    let any_fresh = job.files.iter().any(&fresh);
     let mut report = GenerationReport {
         generation: job.generation.to_string(),
         tenant: job.tenant.to_string(),
@@ -425,7 +474,7 @@ async fn rewrite(
         error: None,
         exit_code: None,
     };
-    if new_keys.is_empty() && job.prev.is_some() {
+    if new_keys.is_empty() && !any_fresh && !holds_changed {
         return Ok(report);
     }
     stats.requests_applied = new_keys.len() as u64;
@@ -448,6 +497,7 @@ async fn rewrite(
         let Some(ds) = p.datasets.get(&f.dataset) else {
             continue;
         };
+        let subjects = if fresh(f) { &all_subjects } else { &subjects };
         let hold = holds
             .iter()
             .find(|h| h.identifier.is_none() && h.dataset.as_ref().is_none_or(|d| d == &ds.name));
@@ -465,9 +515,7 @@ async fn rewrite(
         if !job.opts.force_full {
             let (kv, read) = footer_metadata(job.backups, &f.path, f.size).await?;
             stats.bytes_read += read;
-            let mut fp = kv
-                .get(crate::fingerprint::KEY)
-                .and_then(|s| crate::fingerprint::Fingerprint::decode(s, fp_key));
+            let mut fp = crate::fingerprint::from_metadata(&kv, fp_key, ds, &p.identifiers);
             has_fingerprint = fp.is_some();
             if fp.is_none()
                 && let Some(b) = job.backups.get_opt(&sidecar_path(&f.path)).await?
@@ -475,6 +523,8 @@ async fn rewrite(
                 stats.bytes_read += b.len() as u64;
                 if let Ok(sc) = serde_json::from_slice::<Sidecar>(&b)
                     && sc.size == f.size
+                    && (sc.e_tag.is_none() || sc.e_tag == f.e_tag)
+                    && sc.check == crate::fingerprint::check_value(&fp_key, ds, &p.identifiers)
                 {
                     fp = crate::fingerprint::Fingerprint::decode(&sc.fingerprint, fp_key);
                     has_fingerprint = fp.is_some();
@@ -523,6 +573,8 @@ async fn rewrite(
         {
             let body = serde_json::to_vec(&Sidecar {
                 size: f.size,
+                e_tag: f.e_tag.clone(),
+                check: crate::fingerprint::check_value(&fp_key, ds, &p.identifiers),
                 fingerprint,
             })
             .map_err(|e| Error::internal(e.to_string()))?;
@@ -591,6 +643,7 @@ async fn rewrite(
         superseded: superseded.clone(),
         applied,
         expired: false,
+        holds_key,
     };
     commit(job.backups, &m).await?;
     // The erased data leaves the backup only now, after the commit made the new files live.
@@ -800,6 +853,7 @@ async fn expire(job: Job<'_>, reporter: &dyn Reporter) -> Result<GenerationRepor
             .map(|m| m.applied.clone())
             .unwrap_or_default(),
         expired: keep.is_empty(),
+        holds_key: holds_key(job.ctx, job.tenant),
     };
     commit(job.backups, &m).await?;
     delete_all(job.backups, &gone, reporter).await;
@@ -813,17 +867,37 @@ fn live_files(
     listed: Vec<GenerationFile>,
     prev: Option<&GenerationManifest>,
 ) -> Vec<GenerationFile> {
-    let Some(m) = prev else { return listed };
-    let superseded: BTreeSet<&String> = m.superseded.iter().collect();
-    let known: BTreeMap<&String, &GenerationFile> = m.files.iter().map(|f| (&f.path, f)).collect();
+    let superseded: BTreeSet<&String> = prev
+        .map(|m| m.superseded.iter().collect())
+        .unwrap_or_default();
+    let known: BTreeMap<&String, &GenerationFile> = prev
+        .map(|m| m.files.iter().map(|f| (&f.path, f)).collect())
+        .unwrap_or_default();
     let mut out: Vec<GenerationFile> = Vec::new();
-    for f in listed {
+    for mut f in listed {
         if superseded.contains(&f.path) {
             continue;
         }
-        out.push(known.get(&f.path).map(|k| (*k).clone()).unwrap_or(f));
+        match known.get(&f.path) {
+            // The listing says what the object is now; the manifest adds its checksum only
+            // while it is unchanged.
+            Some(k) if k.size == f.size => f.sha256 = k.sha256.clone(),
+            Some(_) => {}
+            // A file lethe wrote that no manifest references was left by a crashed run: never
+            // live (gc removes it after the grace period).
+            None if is_lethe_file(&f.path) => continue,
+            None => {}
+        }
+        out.push(f);
     }
     out
+}
+
+/// Whether lethe wrote this backup file (a rewrite of a platform file).
+pub fn is_lethe_file(path: &str) -> bool {
+    path.rsplit('/')
+        .next()
+        .is_some_and(|n| n.contains(".lethe-"))
 }
 
 /// Reads every linking-dataset export of a tenant (for identity across generations).
@@ -871,53 +945,71 @@ pub async fn run(
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
     let listed = backups.list("").await?;
-    let generations = group(&p, &listed, &ctx.tenants);
+    // Every tenant the registry names, shredded ones included: their platform-written backups
+    // must still expire.
+    let registry: BTreeSet<String> = ctx.tenant_info.keys().cloned().collect();
+    let generations = group(&p, &listed, &registry);
     let mut reports = Vec::new();
     let mut link_cache: BTreeMap<String, Vec<DataFrame>> = BTreeMap::new();
+    let failed = |generation: &str, tenant: &str, e: Error| GenerationReport {
+        generation: generation.to_string(),
+        tenant: tenant.to_string(),
+        status: GenerationStatus::Failed,
+        stats: GenerationStats::default(),
+        holds: Vec::new(),
+        error: Some(e.to_string()),
+        exit_code: Some(e.exit_code()),
+    };
     for (generation, tenants) in &generations {
         let Some(when) = generation_time(generation) else {
-            reporter.report(Event::Warning {
-                message: format!("backup generation `{generation}` is not a date; skipped"),
-            });
+            // Never skipped silently: such a generation would get neither erasures nor expiry.
+            for tenant in tenants.keys() {
+                let e = Error::bad_data(
+                    format!("{}/{generation}", backups.url()),
+                    format!("backup generation `{generation}` is not a date"),
+                    "name generations by date (YYYY-MM-DD) as the backups layout's {date}",
+                );
+                reports.push(failed(generation, tenant, e));
+            }
             continue;
         };
         for (tenant, files) in tenants {
             if !opts.tenants.is_empty() && !opts.tenants.contains(tenant) {
                 continue;
             }
-            let prev = latest_manifest(&backups, generation, tenant).await?;
-            let files = live_files(files.clone(), prev.as_ref());
-            let job = Job {
-                ctx: &ctx,
-                backups: &backups,
-                generation,
-                tenant,
-                files,
-                prev,
-                run_id: &run_id,
-                opts: &opts,
-            };
-            let result = if when < window_start {
-                expire(job, reporter).await
-            } else {
-                if !link_cache.contains_key(tenant) {
-                    link_cache.insert(tenant.clone(), linking_exports(&ctx, tenant).await?);
+            let shredded = ctx.shredded.contains(tenant);
+            if shredded && when >= window_start {
+                // Its keys are gone: nothing can be rewritten; the generation expires in time.
+                continue;
+            }
+            let result = async {
+                let prev = latest_manifest(&backups, generation, tenant).await?;
+                let files = live_files(files.clone(), prev.as_ref());
+                let job = Job {
+                    ctx: &ctx,
+                    backups: &backups,
+                    generation,
+                    tenant,
+                    files,
+                    prev,
+                    run_id: &run_id,
+                    opts: &opts,
+                };
+                if when < window_start {
+                    expire(job, reporter).await
+                } else {
+                    if !link_cache.contains_key(tenant) {
+                        link_cache.insert(tenant.clone(), linking_exports(&ctx, tenant).await?);
+                    }
+                    let link = link_cache
+                        .get(tenant)
+                        .map(Vec::as_slice)
+                        .unwrap_or_default();
+                    rewrite(job, link, reporter).await
                 }
-                let link = link_cache
-                    .get(tenant)
-                    .map(Vec::as_slice)
-                    .unwrap_or_default();
-                rewrite(job, link, reporter).await
-            };
-            reports.push(result.unwrap_or_else(|e| GenerationReport {
-                generation: generation.clone(),
-                tenant: tenant.clone(),
-                status: GenerationStatus::Failed,
-                stats: GenerationStats::default(),
-                holds: Vec::new(),
-                error: Some(e.to_string()),
-                exit_code: Some(e.exit_code()),
-            }));
+            }
+            .await;
+            reports.push(result.unwrap_or_else(|e| failed(generation, tenant, e)));
         }
     }
     let mut totals = GenerationStats::default();

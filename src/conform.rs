@@ -45,11 +45,11 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
     if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
         return Some(dt.timestamp_micros());
     }
-    for f in [
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%d %H:%M:%S%.f%#z",
-    ] {
+    // With an offset but not RFC 3339 (a space instead of `T`): keep the offset.
+    if let Ok(dt) = DateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f%#z") {
+        return Some(dt.timestamp_micros());
+    }
+    for f in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
         if let Ok(dt) = NaiveDateTime::parse_from_str(s, f) {
             return Some(dt.and_utc().timestamp_micros());
         }
@@ -60,7 +60,7 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
         .map(|d| d.and_utc().timestamp_micros())
 }
 
-fn conform_column(s: &Series, ty: ColumnType, path: &str) -> Result<Series> {
+pub fn conform_column(s: &Series, ty: ColumnType, path: &str) -> Result<Series> {
     let name = s.name().clone();
     let want = dtype(ty);
     if s.dtype() == &want {
@@ -249,6 +249,10 @@ mod tests {
     fn timestamps() {
         assert_eq!(parse_timestamp("1970-01-01T00:00:01Z"), Some(1_000_000));
         assert_eq!(parse_timestamp("1970-01-01 00:00:01"), Some(1_000_000));
+        assert_eq!(
+            parse_timestamp("1970-01-01 02:00:01+02:00"),
+            Some(1_000_000)
+        );
         assert_eq!(parse_timestamp("1970-01-02"), Some(86_400_000_000));
         assert_eq!(parse_timestamp("yesterday"), None);
     }

@@ -179,7 +179,6 @@ async fn read_conformed(
     .await
 }
 
-/// Reads the tenant registry; invalid ids are reported and skipped.
 /// What the registry says about one tenant.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TenantInfo {
@@ -188,6 +187,7 @@ pub struct TenantInfo {
     pub closed_at: Option<i64>,
 }
 
+/// Reads the tenant registry; invalid ids are reported and skipped.
 pub async fn read_tenants(
     p: &Pipeline,
     exports: &Location,
@@ -355,6 +355,17 @@ impl Context {
         let mut holds = p.holds.clone();
         if let Some(file) = &p.holds_file {
             holds.extend(read_holds(&p, file).await?);
+        }
+        // A hold that names no tenant of the registry protects nothing: a typo must not let
+        // retention, erasure or gc delete what it was meant to keep.
+        if let Some(h) = holds.iter().find(|h| !tenant_info.contains_key(&h.tenant)) {
+            return Err(Error::config(
+                format!(
+                    "legal hold {} names tenant `{}`, which is not in the tenant registry",
+                    h.id, h.tenant
+                ),
+                "fix the hold's tenant id; nothing was read or written",
+            ));
         }
         let exports_listed = exports.list("").await?;
         let (ledger, ledger_files) = read_ledger(&p, &ledger_loc, &tenants, &keyed).await?;
@@ -572,7 +583,11 @@ fn stop_senders(p: &Pipeline, ds: &Dataset, df: &DataFrame) -> PolarsResult<Vec<
     let mut out = BTreeSet::new();
     for i in 0..df.height() {
         if let Some((w, v)) = &when
-            && w.str()?.get(i).map(str::trim) != Some(v.as_str())
+            && !w
+                .str()?
+                .get(i)
+                .map(str::trim)
+                .is_some_and(|x| x.eq_ignore_ascii_case(v))
         {
             continue;
         }
@@ -644,10 +659,12 @@ fn rewrite_key(ctx: &Context, tenant: &str) -> String {
         .collect();
     crate::hash::sha256_hex(
         format!(
-            "{}|{}|{purged}|{}",
+            "{}|{}|{purged}|{}|{}",
             p.spec_hash,
             env!("CARGO_PKG_VERSION"),
-            holds.join(";")
+            holds.join(";"),
+            // Fingerprints keyed with another key would answer nothing: rewrite everything.
+            hex::encode(th.fingerprint_key())
         )
         .as_bytes(),
     )
@@ -696,7 +713,9 @@ async fn read_suppression(
             Some((
                 k.to_string(),
                 h.to_string(),
-                it.next().unwrap_or("erased").to_string(),
+                // Lists written before reasons existed: erasures are re-derived from the
+                // ledger every night, so a line known only from the list is an opt-out.
+                it.next().unwrap_or("opted_out").to_string(),
             ))
         })
         .collect())
@@ -781,7 +800,9 @@ async fn compute_tenant(
         .unwrap_or_default();
     let (p1, t1, keyed1) = (p.clone(), t.clone(), ctx.keyed.clone());
     let resolved = crate::runtime::cpu(move || -> Result<Resolved> {
-        let perr = |e: PolarsError| Error::internal(format!("tenant {t1}: {e}"));
+        let perr = |e: PolarsError| {
+            Error::internal(crate::error::redact_values(&format!("tenant {t1}: {e}")))
+        };
         let mut new_by_ds: BTreeMap<String, Vec<DataFrame>> = BTreeMap::new();
         let mut link_frames = Vec::new();
         for (d, df) in frames {
@@ -817,18 +838,21 @@ async fn compute_tenant(
         // Who is new since the previous night: not yet on the suppression list, or a
         // rectification not yet applied.
         let th = keyed1.for_tenant(&t1);
-        let known: BTreeSet<(String, String)> = prev_suppression
-            .iter()
-            .map(|(k, h, _)| (k.clone(), h.clone()))
-            .collect();
+        // An erasure is known only if an earlier night erased the identifier (an earlier
+        // opt-out of the same person does not count); an opt-out, if either happened.
+        let known: BTreeSet<(String, String, String)> = prev_suppression.iter().cloned().collect();
         let mut delta = IdentSet::default();
-        for (k, v) in subjects
-            .erase
-            .sorted()
-            .into_iter()
-            .chain(subjects.opt_out.sorted())
-        {
-            if !known.contains(&(k.clone(), th.identifier(&k, &v))) {
+        for (k, v) in subjects.erase.sorted() {
+            let h = th.identifier(&k, &v);
+            if !known.contains(&(k.clone(), h, "erased".to_string())) {
+                delta.insert(&k, &v);
+            }
+        }
+        for (k, v) in subjects.opt_out.sorted() {
+            let h = th.identifier(&k, &v);
+            if !known.contains(&(k.clone(), h.clone(), "erased".to_string()))
+                && !known.contains(&(k.clone(), h, "opted_out".to_string()))
+            {
                 delta.insert(&k, &v);
             }
         }
@@ -899,10 +923,7 @@ async fn compute_tenant(
                     || {
                         let (kv, _) =
                             crate::backups::footer_metadata(ctx.out(&t), &f.path, f.size).await?;
-                        match kv
-                            .get(crate::fingerprint::KEY)
-                            .and_then(|s| crate::fingerprint::Fingerprint::decode(s, fp_key))
-                        {
+                        match crate::fingerprint::from_metadata(&kv, fp_key, ds, &p.identifiers) {
                             None => true,
                             Some(fp) => {
                                 fp.may_hold(&resolved.delta, &p.identifiers)
@@ -931,7 +952,7 @@ async fn compute_tenant(
     let (p2, t2, keyed2) = (p.clone(), t.clone(), ctx.keyed.clone());
     crate::runtime::cpu(move || {
         let Resolved { mut new_by_ds, subjects, applied, held, suppression, carried, .. } = resolved;
-        let perr = |e: PolarsError| Error::internal(format!("tenant {t2}: {e}"));
+        let perr = |e: PolarsError| Error::internal(crate::error::redact_values(&format!("tenant {t2}: {e}")));
         let mut by_ds: BTreeMap<String, Vec<DataFrame>> = BTreeMap::new();
         // Compaction order: previous snapshot rows first, then exports oldest to newest.
         for (d, df) in old_frames {
@@ -1071,6 +1092,10 @@ pub fn with_fingerprint(
         .map_err(|e| Error::internal(format!("fingerprint: {e}")))?;
     if let Some(fp) = crate::fingerprint::encode(&entries, key) {
         o.metadata.push((crate::fingerprint::KEY.into(), fp));
+        o.metadata.push((
+            crate::fingerprint::CHECK.into(),
+            crate::fingerprint::check_value(key, ds, kinds),
+        ));
     }
     Ok(o)
 }
@@ -1334,17 +1359,20 @@ fn snapshot_evidence(m: &Manifest) -> crate::evidence::Entry {
             sha256: Some(f.sha256.clone()),
         })
         .collect();
-    outputs.push(EvidenceFile {
-        location: "outputs".into(),
-        path: format!(
-            "{}/_manifests/{:010}.json",
-            commit::tenant_prefix(&m.tenant),
-            m.sequence
-        ),
-        size: 0,
-        sha256: None,
-    });
-    outputs.retain(|f| f.size > 0 || f.sha256.is_some());
+    // The manifest itself, as committed (its serialization is deterministic).
+    if let Ok(body) = serde_json::to_vec_pretty(m) {
+        outputs.push(EvidenceFile {
+            location: "outputs".into(),
+            path: format!(
+                "{}/_manifests/{:010}.json",
+                commit::tenant_prefix(&m.tenant),
+                m.sequence
+            ),
+            size: body.len() as u64,
+            sha256: Some(sha256_hex(&body)),
+        });
+    }
+
     let inputs = m
         .exports
         .iter()
@@ -1527,6 +1555,7 @@ pub async fn run(p: Arc<Pipeline>, opts: RunOptions, reporter: &dyn Reporter) ->
 pub async fn shred(
     p: Arc<Pipeline>,
     tenant: &str,
+    despite_legal_retention: bool,
     reporter: &dyn Reporter,
 ) -> Result<crate::keystore::Shredded> {
     let ctx = Context::open(p.clone(), reporter).await?;
@@ -1553,6 +1582,21 @@ pub async fn shred(
                 h.id, h.reason
             ),
             "shredding destroys everything the hold protects; release the hold first",
+        ));
+    }
+    // Records kept under a legal obligation (invoices) must outlive the shredding.
+    if !despite_legal_retention
+        && let Some(m) = commit::latest(ctx.out(tenant), tenant).await?
+        && let Some((name, _)) = m
+            .datasets
+            .iter()
+            .find(|(d, e)| e.rows > 0 && p.datasets.get(*d).is_some_and(|ds| ds.retain.is_some()))
+    {
+        return Err(Error::config(
+            format!(
+                "refused: tenant {tenant} still has `{name}` rows kept under a legal obligation"
+            ),
+            "export them to the platform's legal archive first, then pass --despite-legal-retention",
         ));
     }
     let record = ks.shred(tenant).await?;

@@ -128,10 +128,20 @@ pub async fn gc(p: Arc<Pipeline>, opts: GcOptions, reporter: &dyn Reporter) -> R
             }
         }
     }
-    // Backup files a generation manifest superseded but a crashed run left behind.
+    // Backup files a generation manifest superseded but a crashed run left behind, and files
+    // lethe wrote that no manifest references (a run that crashed before its commit).
     if let Some(url) = &p.locations.backups {
         let backups = crate::storage::Location::parse(url, &p.base_dir)?;
+        let mut referenced = std::collections::BTreeSet::new();
+        let mut superseded: Vec<(String, String)> = Vec::new(); // (tenant, path)
+        let mut latest: std::collections::BTreeMap<
+            (String, String),
+            (u64, crate::backups::GenerationManifest),
+        > = Default::default();
         for o in backups.list("_lethe/backups/").await? {
+            if !o.path.ends_with(".json") {
+                continue;
+            }
             let bytes = backups.get(&o.path).await?;
             let m: crate::backups::GenerationManifest =
                 serde_json::from_slice(&bytes).map_err(|e| {
@@ -141,19 +151,63 @@ pub async fn gc(p: Arc<Pipeline>, opts: GcOptions, reporter: &dyn Reporter) -> R
                         "restore it from object versioning",
                     )
                 })?;
-            for s in &m.superseded {
-                if let Some(info) = backups.head(s).await? {
-                    if info.last_modified > cutoff {
-                        report.kept_young += 1;
-                        continue;
-                    }
-                    report.bytes += info.size;
-                    if !opts.dry_run {
-                        backups.delete(s).await?;
-                    }
-                    report.deleted.push(format!("backups:{s}"));
-                }
+            superseded.extend(m.superseded.iter().map(|s| (m.tenant.clone(), s.clone())));
+            let key = (m.generation.clone(), m.tenant.clone());
+            if latest.get(&key).is_none_or(|(n, _)| *n < m.sequence) {
+                latest.insert(key, (m.sequence, m));
             }
+        }
+        for (_, m) in latest.values() {
+            referenced.extend(m.files.iter().map(|f| f.path.clone()));
+        }
+        let dataset_of = |path: &str| -> Option<String> {
+            p.layout
+                .backups
+                .as_ref()?
+                .match_dir(path)
+                .and_then(|(v, _)| v.get("dataset").cloned())
+        };
+        let mut candidates: Vec<(String, String)> = superseded;
+        for o in backups.list("").await? {
+            if crate::backups::is_lethe_file(&o.path)
+                && !o.path.starts_with("_lethe/")
+                && !referenced.contains(&o.path)
+            {
+                let tenant = o
+                    .path
+                    .split("tenant=")
+                    .nth(1)
+                    .and_then(|s| s.split('/').next())
+                    .unwrap_or_default()
+                    .to_string();
+                candidates.push((tenant, o.path.clone()));
+            }
+        }
+        candidates.sort();
+        candidates.dedup();
+        for (tenant, path) in candidates {
+            if referenced.contains(&path) {
+                continue;
+            }
+            let Some(info) = backups.head(&path).await? else {
+                continue;
+            };
+            let dataset = dataset_of(&path).unwrap_or_default();
+            if let Some(h) = ctx.active_holds(&tenant).into_iter().find(|h| {
+                h.identifier.is_some() || h.dataset.as_ref().is_none_or(|d| *d == dataset)
+            }) {
+                report.held.push((format!("backups:{path}"), h.id.clone()));
+                continue;
+            }
+            if info.last_modified > cutoff {
+                report.kept_young += 1;
+                continue;
+            }
+            report.bytes += info.size;
+            if !opts.dry_run {
+                backups.delete(&path).await?;
+            }
+            report.deleted.push(format!("backups:{path}"));
         }
     }
     report.deleted.sort();

@@ -244,12 +244,25 @@ pub fn parse(
                     reject("rectify needs `field`".into(), &mut out);
                     continue;
                 };
-                if resolve_field(pipeline, f).is_none() {
+                let Some((d, c)) = resolve_field(pipeline, f) else {
                     reject("rectify names an unknown field (want `column` of the linking dataset or `dataset.column`)".into(), &mut out);
                     continue;
-                }
-                if value.is_none() {
+                };
+                let Some(v) = value.as_deref() else {
                     reject("rectify needs `value`".into(), &mut out);
+                    continue;
+                };
+                // A value the column cannot hold would fail the tenant's run every night.
+                let ty = pipeline
+                    .datasets
+                    .get(&d)
+                    .and_then(|ds| ds.column(&c))
+                    .map(|col| col.ty);
+                if let Some(why) = ty.and_then(|ty| value_problem(ty, v)) {
+                    reject(
+                        format!("rectify value does not fit column `{d}.{c}`: {why}"),
+                        &mut out,
+                    );
                     continue;
                 }
             }
@@ -267,9 +280,11 @@ pub fn parse(
                 value.clone(),
             );
             if let Some(prev) = seen.get(&key) {
-                // Duplicates are harmless: keep the earliest.
+                // Duplicates are harmless: keep the earliest; but a repeated rectification is a
+                // correction made again, and later corrections win, so keep the latest.
                 let p = &mut out.requests[*prev];
-                if received_at < p.received_at {
+                let later = received_at > p.received_at;
+                if (kind == RequestKind::Rectify) == later {
                     p.received_at = received_at;
                 }
                 out.duplicates += 1;
@@ -292,6 +307,23 @@ pub fn parse(
     out.requests
         .sort_by(|a, b| (a.received_at, &a.position).cmp(&(b.received_at, &b.position)));
     out
+}
+
+/// Why `v` cannot be stored in a column of type `ty`, if it cannot.
+fn value_problem(ty: crate::spec::ColumnType, v: &str) -> Option<&'static str> {
+    use crate::spec::ColumnType as T;
+    let ok = match ty {
+        T::String => true,
+        T::Int => v.trim().parse::<i64>().is_ok(),
+        T::Float => v.trim().parse::<f64>().is_ok(),
+        T::Bool => matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "true" | "t" | "1" | "yes" | "y" | "false" | "f" | "0" | "no" | "n"
+        ),
+        T::Timestamp | T::Date => parse_timestamp(v).is_some(),
+        T::ListString => return Some("list columns cannot be rectified"),
+    };
+    (!ok).then_some("not a value of the column's type")
 }
 
 /// Resolves a rectify `field` to (dataset, column): `column` means the linking dataset.

@@ -131,9 +131,10 @@ pub fn check_frame(
 pub async fn verify(
     p: Arc<Pipeline>,
     tenants: &[String],
+    as_of: Option<i64>,
     reporter: &dyn Reporter,
 ) -> Result<VerifyReport> {
-    let ctx = Context::open(p.clone(), reporter).await?;
+    let ctx = Context::open_as_of(p.clone(), as_of, reporter).await?;
     let mut report = VerifyReport::default();
     for t in &ctx.tenants {
         if !tenants.is_empty() && !tenants.contains(t) {

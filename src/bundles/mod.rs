@@ -545,18 +545,16 @@ async fn export_tenant(
     reporter: &dyn Reporter,
     timings: &mut Timings,
 ) -> Result<TenantExport> {
-    let manifest =
-        commit::latest(&ctx.outputs, tenant)
-            .await?
-            .ok_or_else(|| Error::InputMissing {
-                what: format!("committed snapshot of tenant {tenant}"),
-                path: ctx
-                    .outputs
-                    .url_for(&format!("{}/_manifests/", commit::tenant_prefix(tenant))),
-                hint:
-                    "access requests are answered from the latest snapshot: run `lethe run` first"
-                        .into(),
-            })?;
+    let manifest = commit::latest(ctx.out(tenant), tenant)
+        .await?
+        .ok_or_else(|| Error::InputMissing {
+            what: format!("committed snapshot of tenant {tenant}"),
+            path: ctx
+                .out(tenant)
+                .url_for(&format!("{}/_manifests/", commit::tenant_prefix(tenant))),
+            hint: "access requests are answered from the latest snapshot: run `lethe run` first"
+                .into(),
+        })?;
     if manifest.spec_hash != ctx.pipeline.spec_hash {
         reporter.report(Event::Warning {
             message: format!(
@@ -566,7 +564,7 @@ async fn export_tenant(
         });
     }
     let prefix = bundles_prefix(tenant);
-    let folders = Folders::from_listing(&ctx.outputs.list(&prefix).await?, &prefix);
+    let folders = Folders::from_listing(&ctx.out(tenant).list(&prefix).await?, &prefix);
     let mut reports = Vec::new();
     let mut todo = Vec::new();
     for r in requests {
@@ -720,7 +718,7 @@ async fn record_evidence(
         requests,
         summary,
     };
-    crate::evidence::append(&ctx.pipeline, &ctx.outputs, tenant, &entry).await
+    crate::evidence::append(&ctx.pipeline, ctx.out(tenant), tenant, &entry).await
 }
 
 /// Reads one snapshot file, checking it against the manifest (a bundle must not hand out a
@@ -830,7 +828,7 @@ async fn scan(
     let mut link_bytes = Vec::new();
     if let Some(link) = &link {
         for f in files_of(&link.name) {
-            link_bytes.push(fetch(&ctx.outputs, &f).await?);
+            link_bytes.push(fetch(ctx.out(tenant), &f).await?);
             files_scanned += 1;
         }
     }
@@ -921,7 +919,7 @@ async fn scan(
         }
         let files = files_of(&ds.name);
         files_scanned += files.len();
-        let mut stream = futures::stream::iter(files.iter().map(|f| fetch(&ctx.outputs, f)))
+        let mut stream = futures::stream::iter(files.iter().map(|f| fetch(ctx.out(tenant), f)))
             .buffered(FETCH_AHEAD);
         while let Some((url, bytes)) = stream.try_next().await? {
             let ds = ds.clone();
@@ -961,7 +959,7 @@ async fn publish(
     formats: Formats,
     snapshot: SnapshotRef,
 ) -> Result<(BundleReport, Option<BundleEvidence>)> {
-    let outputs = &ctx.outputs;
+    let outputs = ctx.out(tenant);
     let prefix = bundles_prefix(tenant);
     let now = chrono::Utc::now();
     let i = req as usize;

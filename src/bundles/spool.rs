@@ -262,8 +262,9 @@ pub fn assemble(
     formats: Formats,
     mut m: BundleManifest,
 ) -> Result<Built> {
+    // The request's spool directory exists only when something went to disk: creating (and
+    // later removing) one per request costs more than a small bundle's whole assembly.
     let dir = spool.dir(req);
-    fs::create_dir_all(&dir).map_err(io("create", &dir))?;
     let mut files: Vec<(String, Content)> = Vec::new();
     let mut datasets = BTreeMap::new();
     for ds in p.tenant_datasets() {
@@ -273,6 +274,7 @@ pub fn assemble(
             let content = if name.ends_with(".parquet") {
                 let parts = dir.join(format!("{}.parts", ds.name));
                 let path = dir.join(name);
+                fs::create_dir_all(&dir).map_err(io("create", &dir))?;
                 let f = File::create(&path).map_err(io("create", &path))?;
                 assemble_parquet(&parts, ds, p, f)?;
                 Content::File(path)
@@ -323,6 +325,7 @@ pub fn zip(b: &Built, folder: &str, generation: u32) -> Result<(Content, BundleM
         Content::Memory(w.into_inner())
     } else {
         let path = b.dir.join("bundle.zip");
+        fs::create_dir_all(&b.dir).map_err(io("create", &b.dir))?;
         let f = File::create(&path).map_err(io("create", &path))?;
         let mut w = write_zip(io::BufWriter::new(f), &b.dir, &m, &b.files)?;
         w.flush().map_err(io("write", &path))?;

@@ -21,13 +21,20 @@ pub struct Args {
 
 pub fn exec(a: Args, reporter: &dyn Reporter) -> Result<i32, Error> {
     let p = super::load(&a.pipeline)?;
-    if p.locations.backups.as_deref().is_some_and(|b| {
-        a.to.trim_end_matches('/')
-            .starts_with(b.trim_end_matches('/'))
-    }) {
-        return Err(Error::Usage {
-            message: "--to must not point into the backups location".into(),
-        });
+    // Compare resolved locations, not the strings as typed.
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let to = lethe::storage::Location::parse(&a.to, &cwd)?.url();
+    if let Some(b) = &p.locations.backups {
+        let b = lethe::storage::Location::parse(b, &p.base_dir)?.url();
+        let (to, b) = (
+            format!("{}/", to.trim_end_matches('/')),
+            format!("{}/", b.trim_end_matches('/')),
+        );
+        if to.starts_with(&b) || b.starts_with(&to) {
+            return Err(Error::Usage {
+                message: "--to must not point into (or contain) the backups location".into(),
+            });
+        }
     }
     let rt = super::runtime()?;
     let r = rt.block_on(lethe::backups::restore(

@@ -15,6 +15,9 @@ pub struct Args {
     /// Confirm: shredding cannot be undone.
     #[arg(long)]
     yes: bool,
+    /// Shred even though rows kept under a legal obligation (e.g. invoices) remain.
+    #[arg(long)]
+    despite_legal_retention: bool,
 }
 
 pub fn exec(a: Args, reporter: &dyn Reporter) -> Result<i32, Error> {
@@ -28,7 +31,12 @@ pub fn exec(a: Args, reporter: &dyn Reporter) -> Result<i32, Error> {
         });
     }
     let rt = super::runtime()?;
-    let record = rt.block_on(lethe::exec::shred(p, &a.tenant, reporter))?;
+    let record = rt.block_on(lethe::exec::shred(
+        p,
+        &a.tenant,
+        a.despite_legal_retention,
+        reporter,
+    ))?;
     println!(
         "tenant {} shredded at {}: {} data key(s) destroyed",
         record.tenant,

@@ -25,7 +25,12 @@ pub struct Args {
 pub fn exec(a: Args, reporter: &dyn Reporter) -> Result<i32, Error> {
     let p = super::load(&a.pipeline)?;
     let rt = super::runtime()?;
-    let r = rt.block_on(lethe::verify::verify(p.clone(), &a.tenants, reporter))?;
+    let r = rt.block_on(lethe::verify::verify(
+        p.clone(),
+        &a.tenants,
+        a.as_of,
+        reporter,
+    ))?;
     let mut backup_findings = 0;
     if a.backups {
         for (g, t, d, n) in rt.block_on(lethe::backups::verify(p, a.as_of, reporter))? {

@@ -138,7 +138,12 @@ fn build() -> Scenario {
     )
     .unwrap();
     let text_spec = std::fs::read_to_string(&spec).unwrap().replace(
-        &repo().join("sample-data/holds.yaml").display().to_string(),
+        &spec
+            .parent()
+            .unwrap()
+            .join("holds.yaml")
+            .display()
+            .to_string(),
         &holds.display().to_string(),
     );
     std::fs::write(&spec, text_spec).unwrap();

@@ -179,8 +179,10 @@ fn holds_keep_what_they_cover() {
     .unwrap();
     let spec_text = std::fs::read_to_string(&s.spec).unwrap();
     let spec_text = spec_text.replace(
-        &crate::pipeline::repo()
-            .join("sample-data/holds.yaml")
+        &s.spec
+            .parent()
+            .unwrap()
+            .join("holds.yaml")
             .display()
             .to_string(),
         &holds.display().to_string(),

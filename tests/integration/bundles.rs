@@ -923,6 +923,13 @@ fn cost_of_1000_requests_vs_full_scan() {
     let rows = full_scan();
     let scan = t.elapsed();
     let t = Instant::now();
+    rt.block_on(lethe::exec::Context::open(
+        p.clone(),
+        &lethe::report::Silent,
+    ))
+    .unwrap();
+    let open = t.elapsed();
+    let t = Instant::now();
     let report = rt
         .block_on(lethe::bundles::export(
             p.clone(),
@@ -940,6 +947,10 @@ fn cost_of_1000_requests_vs_full_scan() {
         .sum();
     let scan_ms = scan.as_secs_f64() * 1e3;
     let export_ms = export.as_secs_f64() * 1e3;
+    println!(
+        "opening the context (registry, ledger, export listing): {} ms",
+        open.as_millis()
+    );
     println!(
         "full scan: {rows} rows in {scan_ms:.0} ms\n\
          1000 bundles ({matched} rows): {export_ms:.0} ms total = {:.2}x \

@@ -141,7 +141,7 @@ fn shredding_one_tenant_leaves_the_others_readable() {
     let (victim, other) = (&ts[0], &ts[1]);
 
     // Refused while a hold covers the tenant.
-    let holds = s.dir.join("holds.yaml");
+    let holds = s.dir.join("held-holds.yaml");
     std::fs::write(
         &holds,
         format!("- id: H-1\n  reason: audit\n  tenant: {victim}\n"),
@@ -152,10 +152,7 @@ fn shredding_one_tenant_leaves_the_others_readable() {
     std::fs::write(
         &held_spec,
         spec_text.replace(
-            &crate::pipeline::repo()
-                .join("sample-data/holds.yaml")
-                .display()
-                .to_string(),
+            &s.dir.join("holds.yaml").display().to_string(),
             &holds.display().to_string(),
         ),
     )
@@ -179,7 +176,25 @@ fn shredding_one_tenant_leaves_the_others_readable() {
 
     let o = lethe(&["shred", spec, "--tenant", victim], &env);
     assert_eq!(o.status.code(), Some(64), "needs --yes: {}", text(&o));
+    // Invoices are kept 10 years under a legal obligation: shredding needs an explicit override.
     let o = lethe(&["shred", spec, "--tenant", victim, "--yes"], &env);
+    assert_eq!(o.status.code(), Some(78), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("legal obligation"),
+        "{}",
+        text(&o)
+    );
+    let o = lethe(
+        &[
+            "shred",
+            spec,
+            "--tenant",
+            victim,
+            "--yes",
+            "--despite-legal-retention",
+        ],
+        &env,
+    );
     assert!(o.status.success(), "{}", text(&o));
 
     // The victim's files cannot be read by lethe any more; the other tenant's can.

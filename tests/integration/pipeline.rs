@@ -33,6 +33,8 @@ pub fn repo() -> PathBuf {
 
 /// Writes a copy of the helpdesk pipeline with the given locations (schemas from the repo).
 pub fn write_pipeline(dir: &Path, exports: &str, ledger: &str, outputs: &str) -> PathBuf {
+    // No holds unless a test writes some here (the repo's sample holds name the sample's tenants).
+    let holds = dir.join("holds.yaml");
     let spec = std::fs::read_to_string(repo().join("pipelines/helpdesk.yaml")).unwrap();
     let schemas = repo().join("schemas").display().to_string();
     let spec = spec
@@ -42,13 +44,16 @@ pub fn write_pipeline(dir: &Path, exports: &str, ledger: &str, outputs: &str) ->
         .replace("${LETHE_OUTPUTS:-../out}", outputs)
         .replace(
             "${LETHE_HOLDS:-../sample-data/holds.yaml}",
-            &repo().join("sample-data/holds.yaml").display().to_string(),
+            &holds.display().to_string(),
         )
         .replace(
             "${LETHE_BACKUPS:-../sample-data/backups}",
             &format!("{}/backups", dir.display()),
         );
     let path = dir.join("pipeline.yaml");
+    if !holds.exists() {
+        std::fs::write(&holds, "[]\n").unwrap();
+    }
     std::fs::write(&path, spec).unwrap();
     path
 }
@@ -619,7 +624,14 @@ fn incremental_night_equals_full_recompute_and_keeps_untouched_files() {
         .to_string();
     std::fs::write(
         &ledger_extra,
-        format!("request_id,tenant_id,kind,identifier_kind,identifier,received_at,field,value\nL-9,{t},erase,contact_id,C-10004,2026-11-28T00:00:00Z,,\nL-10,{t},opt_out,contact_id,C-10006,2026-11-28T00:00:00Z,,\n"),
+        format!("request_id,tenant_id,kind,identifier_kind,identifier,received_at,field,value\nL-9,{t},erase,contact_id,C-10004,2026-11-28T00:00:00Z,,\nL-10,{t},opt_out,contact_id,C-10006,2026-11-28T00:00:00Z,,\nL-11,{t},erase,contact_id,C-10007,2026-11-28T00:00:00Z,,\n"),
+    )
+    .unwrap();
+    // Night 1 already knows C-10007 as opted out: an erasure of an opted-out person must still
+    // reach every file on night 2.
+    std::fs::write(
+        data.join("ledger/early.csv"),
+        format!("request_id,tenant_id,kind,identifier_kind,identifier,received_at,field,value\nE-1,{t},opt_out,contact_id,C-10007,2026-11-20T00:00:00Z,,\n"),
     )
     .unwrap();
 

@@ -5,7 +5,7 @@
 #       bytes read, bytes written, wall time;
 #   (b) the nightly run with encryption at rest against the same run without it: wall time ratio.
 # Usage: bench/backups_and_encryption.sh        (BENCH_PROFILE=debug for a quick check of the script)
-# Environment: BENCH_TENANTS (10), BENCH_CONTACTS (2000), BENCH_DAYS (3), BENCH_DIR.
+# Environment: BENCH_TENANTS (10), BENCH_CONTACTS (2000), BENCH_DAYS (3), BENCH_DIR, LETHE_BIN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -15,16 +15,19 @@ contacts=${BENCH_CONTACTS:-2000}
 days=${BENCH_DAYS:-3}
 work=${BENCH_DIR:-$repo/target/bench/backups}
 as_of=2026-11-29
-if [ "$profile" = release ]; then cargo build --release -q; bin=$repo/target/release/lethe; else cargo build -q; bin=$repo/target/debug/lethe; fi
+if [ -n "${LETHE_BIN:-}" ]; then bin=$LETHE_BIN
+elif [ "$profile" = release ]; then cargo build --release -q; bin=$repo/target/release/lethe
+else cargo build -q; bin=$repo/target/debug/lethe; fi
 python3 -c 'import duckdb' 2>/dev/null || python3 -m pip install --quiet duckdb
 rm -rf "$work"; mkdir -p "$work"
 data=$work/data
 "$bin" -q sample-data "$data" --tenants "$tenants" --contacts-per-tenant "$contacts" --days "$days" --seed 7 >/dev/null
+echo '[]' > "$work/holds.yaml"
 export LETHE_HMAC_KEY=000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f
 export LETHE_MASTER_KEY=1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100
 
 spec() { # spec NAME BACKUPS OUTPUTS [encryption]
-  sed -e "s#\${LETHE_EXPORTS:-../sample-data/exports}#$data/exports#; s#\${LETHE_BACKUPS:-../sample-data/backups}#$2#; s#\${LETHE_LEDGER:-../sample-data/ledger}#$data/ledger#; s#\${LETHE_OUTPUTS:-../out}#$3#; s#\${LETHE_HOLDS:-../sample-data/holds.yaml}#$repo/sample-data/holds.yaml#; s#\.\./schemas#$repo/schemas#" \
+  sed -e "s#\${LETHE_EXPORTS:-../sample-data/exports}#$data/exports#; s#\${LETHE_BACKUPS:-../sample-data/backups}#$2#; s#\${LETHE_LEDGER:-../sample-data/ledger}#$data/ledger#; s#\${LETHE_OUTPUTS:-../out}#$3#; s#\${LETHE_HOLDS:-../sample-data/holds.yaml}#$work/holds.yaml#; s#\.\./schemas#$repo/schemas#" \
     "$repo/pipelines/helpdesk.yaml" > "$work/$1.yaml"
   if [ "${4:-}" = enc ]; then printf '\nencryption:\n  master_key_env: LETHE_MASTER_KEY\n  keystore: %s\n' "$work/keystore-$1" >> "$work/$1.yaml"; fi
 }

@@ -19,6 +19,7 @@
 # Environment:
 #   BENCH_SCALE     large (default: 256 tenants x 2000 contacts, 7 days, ~3.5M messages) | small
 #   BENCH_TENANTS, BENCH_CONTACTS, BENCH_DAYS   override the preset
+#   LETHE_BIN       use this lethe binary instead of building one (a release build made earlier)
 #   BENCH_PROFILE   release (default) | debug (only to check the script: debug numbers mean nothing)
 #   BENCH_THREADS   CPU threads for every contestant (default: all CPUs); the runs are pinned to
 #                   that many CPUs with taskset when available, and POLARS_MAX_THREADS,
@@ -61,7 +62,7 @@ say() { printf '\n== %s\n' "$*" >&2; }
 # ---------------------------------------------------------------------------------------------
 say "build (cargo build --profile $profile)"
 case "$profile" in
-  release) cargo build --release 2>&1 | tail -n 3 >&2; lethe=$repo/target/release/lethe ;;
+  release) if [ -n "${LETHE_BIN:-}" ]; then lethe=$LETHE_BIN; else cargo build --release 2>&1 | tail -n 3 >&2; lethe=$repo/target/release/lethe; fi ;;
   debug) cargo build 2>&1 | tail -n 3 >&2; lethe=$repo/target/debug/lethe ;;
   *) echo "bench: BENCH_PROFILE must be release or debug, got '$profile'" >&2; exit 64 ;;
 esac
@@ -143,10 +144,13 @@ dataset() {
   echo "$last"
 }
 
+# No legal holds in the benchmark (the sample's holds name the committed sample's tenants).
+echo '[]' > "$work/holds.yaml"
+
 # lethe_env DIR OUTPUTS: the helpdesk pipeline's locations for this dataset.
 lethe_env() {
   echo "LETHE_EXPORTS=$1/exports" "LETHE_LEDGER=$1/ledger" "LETHE_OUTPUTS=$2" \
-    "LETHE_BACKUPS=$1/backups" "LETHE_HOLDS=$repo/sample-data/holds.yaml"
+    "LETHE_BACKUPS=$1/backups" "LETHE_HOLDS=$work/holds.yaml"
 }
 
 warm() { find "$1/exports" "$1/ledger" -type f -exec cat {} + >/dev/null; }

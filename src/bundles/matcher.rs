@@ -187,7 +187,8 @@ impl Matcher {
             return Ok(None);
         };
         match k.normalize {
-            // Trimming and lowercasing are vectorized: no per-value work in lethe's code.
+            // Trimming and lowercasing are vectorized: no per-value work in lethe's code. This
+            // is exactly `identity::normalize` for these kinds; keep the two in step.
             Normalize::Email | Normalize::Id => {
                 let trim = Column::full_null(PlSmallStr::EMPTY, 1, &DataType::Null);
                 let mut norm = values.strip_chars(&trim)?;
@@ -348,6 +349,32 @@ struct ColumnHits {
     mask: BooleanChunked,
     /// For a list column, row `i`'s values are `values[offsets[i]..offsets[i + 1]]`.
     offsets: Option<Vec<i64>>,
+}
+
+/// The rows of a linking-dataset frame that identity resolution of the `probe`'s identifiers
+/// can reach: rows carrying one of them, and every row sharing a primary key with those (other
+/// versions of the same record). An [`crate::identity::IdentityIndex`] over these rows resolves
+/// the probed identifiers exactly as one over the whole frame would.
+pub fn linked_rows(probe: &mut Matcher, df: &DataFrame, ds: &Dataset) -> PolarsResult<DataFrame> {
+    let mut rows: Vec<IdxSize> = probe
+        .split(df, ds)?
+        .into_values()
+        .flat_map(|r| r.rows)
+        .collect();
+    rows.sort_unstable();
+    rows.dedup();
+    let [key] = ds.primary_key.as_slice() else {
+        // A composite key: keep every row (always exact, just slower to index).
+        return Ok(df.clone());
+    };
+    let hit = df.take(&IdxCa::from_vec(PlSmallStr::EMPTY, rows))?;
+    let keys = hit.column(key)?.as_materialized_series().implode()?;
+    let mask = is_in(
+        df.column(key)?.as_materialized_series(),
+        &keys.into_series(),
+        false,
+    )?;
+    df.filter(&mask)
 }
 
 /// The rows of `df` that belong to request `req`, as that person may see them: in a shared row
@@ -610,6 +637,48 @@ mod tests {
         assert_eq!(
             String::from_utf8(rowwise).unwrap(),
             String::from_utf8(framewise).unwrap()
+        );
+    }
+
+    #[test]
+    fn linked_rows_resolve_like_the_whole_frame() {
+        use crate::identity::IdentityIndex;
+        let p = pipeline();
+        let ds = p.datasets.get("contacts").unwrap();
+        let df = df!(
+            "contact_id" => ["c1", "c2", "c1", "c3"],
+            "name" => ["A", "B", "A2", "C"],
+            "email" => ["a@x.example", "b@x.example", "a.old@x.example", "c@x.example"],
+            "phone" => ["+1 415 555 0100", "4155550101", "0014155550100", "4155550102"],
+            "company" => ["X", "X", "X", "X"],
+            "opted_out" => [false, false, false, false],
+            "created_at" => [0i64, 0, 0, 0],
+            "updated_at" => [1i64, 1, 0, 1],
+        )
+        .unwrap();
+        let df = crate::conform::conform(df, ds, "t").unwrap();
+        let queries: Vec<Ident> = vec![
+            ("phone".into(), "+14155550100".into()),
+            ("email".into(), "b@x.example".into()),
+            ("email".into(), "nobody@x.example".into()),
+        ];
+        let mut full = IdentityIndex::default();
+        full.add_frame(&df, ds, &p.identifiers).unwrap();
+        let probes: Vec<BTreeSet<Ident>> = queries
+            .iter()
+            .map(|q| BTreeSet::from([q.clone()]))
+            .collect();
+        let mut probe = Matcher::new(&p.identifiers, &probes);
+        let linked = linked_rows(&mut probe, &df, ds).unwrap();
+        assert_eq!(linked.height(), 3, "c1 (both versions) and c2");
+        let mut small = IdentityIndex::default();
+        small.add_frame(&linked, ds, &p.identifiers).unwrap();
+        for q in &queries {
+            assert_eq!(small.resolve(q), full.resolve(q), "{q:?}");
+        }
+        assert!(
+            full.resolve(&queries[0])
+                .contains(&("email".to_string(), "a.old@x.example".to_string()))
         );
     }
 

@@ -9,7 +9,8 @@
 //! rows are split per request and appended to that person's files in a local spool as the scan
 //! goes, so a very large history streams rather than sitting in memory.
 //!
-//! Layout under the outputs location, one bundle per request:
+//! Layout under the tenant's outputs location (its region's, when the spec declares regions),
+//! one bundle per request:
 //!
 //! ```text
 //! tenants/<tenant>/bundles/<request>/README.md             what each file and field means, and why it is held
@@ -389,6 +390,11 @@ pub async fn export_in(
         )
     });
     for t in &opts.tenants {
+        if ctx.shredded.contains(t) {
+            return Err(Error::Usage {
+                message: format!("tenant `{t}` was crypto-shredded: it holds no readable data"),
+            });
+        }
         if !ctx.tenants.contains(t) {
             return Err(Error::Usage {
                 message: format!("tenant `{t}` is not in the tenant registry"),
@@ -860,13 +866,24 @@ async fn scan(
         let p = p.clone();
         let link = link.clone();
         cpu(move || -> Result<_> {
+            // Only the records that carry a queried identifier (and their other versions) can
+            // change a resolution, so only they are indexed: indexing every contact would parse
+            // every phone number of the tenant.
+            let probes: Vec<BTreeSet<Ident>> = queries
+                .iter()
+                .chain(erasures.iter().map(|(_, _, q)| q))
+                .map(|q| BTreeSet::from([q.clone()]))
+                .collect();
+            let mut probe = Matcher::new(&p.identifiers, &probes);
             let mut index = IdentityIndex::default();
             let mut frames = Vec::new();
             if let Some(link) = &link {
                 for (url, bytes) in link_bytes {
                     let df = crate::parquet_io::read_parquet(bytes, &url)?;
+                    let linked = matcher::linked_rows(&mut probe, &df, link)
+                        .map_err(|e| Error::polars(&url, e))?;
                     index
-                        .add_frame(&df, link, &p.identifiers)
+                        .add_frame(&linked, link, &p.identifiers)
                         .map_err(|e| Error::polars(&url, e))?;
                     frames.push((url, df));
                 }
@@ -1036,25 +1053,44 @@ async fn publish(
     if let Some((_, spool::Content::Memory(b))) = built.files.first_mut() {
         *b = readme.to_vec();
     }
+    // Encrypted delivery: a passphrase per request, kept apart from the bundle (out of band).
+    let p = ctx.pipeline.clone();
+    let passphrase = match &p.policies.bundle_passphrases {
+        Some(_) => Some(new_passphrase()),
+        None => None,
+    };
     let (built, zip_content, built_manifest) = {
         let folder = folder.clone();
+        let pw = passphrase.clone();
         cpu(move || {
-            let z = spool::zip(&built, &folder, generation);
+            let z = spool::zip(&built, &folder, generation, pw.as_deref());
             z.map(|(zip, m)| (built, zip, m))
         })
         .await?
     };
     let dir = format!("{prefix}{folder}");
-    futures::stream::iter(
-        built
-            .files
-            .into_iter()
-            .skip(1)
-            .map(|(name, content)| upload(outputs, format!("{dir}/{name}"), content)),
-    )
-    .buffer_unordered(UPLOAD_CONCURRENCY)
-    .try_collect::<Vec<()>>()
-    .await?;
+    if let (Some(url), Some(pw)) = (&p.policies.bundle_passphrases, &passphrase) {
+        // Written before the bundle is committed: a committed bundle always has its passphrase.
+        let loc = crate::storage::Location::parse(url, &p.base_dir)?;
+        loc.put(
+            &format!("tenant={tenant}/{folder}.txt"),
+            Bytes::from(format!("{pw}\n")),
+        )
+        .await?;
+    } else {
+        // Plain delivery: the folder holds the files too. Encrypted delivery keeps the person's
+        // data only inside the encrypted zip.
+        futures::stream::iter(
+            built
+                .files
+                .into_iter()
+                .skip(1)
+                .map(|(name, content)| upload(outputs, format!("{dir}/{name}"), content)),
+        )
+        .buffer_unordered(UPLOAD_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+    }
     let zip = format!("{prefix}{folder}.zip");
     upload(outputs, zip.clone(), zip_content).await?;
     let built = built_manifest;
@@ -1237,4 +1273,32 @@ mod tests {
         );
         assert!(Subject::parse("jane@example.com").is_err());
     }
+}
+
+/// A random passphrase for an encrypted bundle: 128 bits, base32 without padding, grouped for
+/// reading over the phone.
+fn new_passphrase() -> String {
+    use aes_gcm::aead::rand_core::RngCore;
+    let mut b = [0u8; 16];
+    aes_gcm::aead::OsRng.fill_bytes(&mut b);
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut out = String::new();
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for byte in b {
+        acc = (acc << 8) | u32::from(byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(ALPHABET[((acc >> bits) & 31) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(ALPHABET[((acc << (5 - bits)) & 31) as usize] as char);
+    }
+    out.as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).to_string())
+        .collect::<Vec<_>>()
+        .join("-")
 }

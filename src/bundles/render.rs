@@ -379,21 +379,49 @@ pub fn readme(p: &Pipeline, m: &BundleManifest, redacted: &str) -> String {
                 ds.categories.join(", ")
             );
         }
-        match &ds.retain {
-            Some(basis) => {
+        // What Art. 15 GDPR says a person is told: purposes, recipients, how long, and why.
+        let purpose = ds
+            .purpose
+            .as_deref()
+            .map(|p| p.trim().trim_end_matches('.'));
+        match (&ds.retain, purpose) {
+            (Some(basis), purpose) => {
+                if let Some(purpose) = purpose {
+                    let _ = writeln!(s, "- Purpose: {purpose}.");
+                }
                 let _ = writeln!(
                     s,
-                    "- Why it is held: {basis}. This obligation applies even after an erasure request."
+                    "- Why it is kept: {}. This obligation applies even after an erasure request{}.",
+                    basis.trim().trim_end_matches('.'),
+                    ds.retain_months
+                        .map(|n| format!(", for {n} months"))
+                        .unwrap_or_default()
                 );
             }
-            None => {
+            (None, Some(purpose)) => {
+                let _ = writeln!(s, "- Purpose: {purpose}.");
+            }
+            (None, None) => {
                 let _ = writeln!(
                     s,
-                    "- Why it is held: to provide the service {} uses to talk to you; it is \
-                     deleted when you ask for erasure or when its retention period ends.",
+                    "- Purpose: to provide the service {} uses to talk to you.",
                     m.tenant
                 );
             }
+        }
+        if ds.retain.is_none() {
+            let _ = writeln!(
+                s,
+                "- How long: {}; deleted earlier when you ask for erasure.",
+                match (ds.retention_months, &ds.timestamp_column) {
+                    (Some(n), Some(ts)) => format!("{n} months after `{ts}`"),
+                    (Some(n), None) => format!("{n} months"),
+                    _ => "as long as its purpose needs".to_string(),
+                }
+            );
+        }
+        if !ds.recipients.is_empty() {
+            let _ = writeln!(s, "- Recipients: {}.", ds.recipients.join(", "));
         }
         let _ = writeln!(s, "- Records about you: {}.", d.rows);
         let redact_cols: Vec<&str> = ds
@@ -556,6 +584,14 @@ mod tests {
         let text = readme(&p, &m, "[redacted]");
         assert!(text.contains("erased on 2026-11-09"), "{text}");
         assert!(text.contains("GDPR Art. 17(3)(b)"), "legal basis: {text}");
+        assert!(
+            text.contains("Purpose: Deliver and archive"),
+            "purpose: {text}"
+        );
+        assert!(
+            text.contains("Recipients: the tenant, email delivery provider"),
+            "{text}"
+        );
         assert!(text.contains("communications content"), "categories");
         assert!(
             text.contains("| `cc_addrs` | list of text | Copied addresses."),

@@ -315,19 +315,31 @@ pub fn assemble(
 }
 
 /// The final manifest of `b` in `folder` (generation `generation`) and the zip it describes.
-pub fn zip(b: &Built, folder: &str, generation: u32) -> Result<(Content, BundleManifest)> {
+/// With `passphrase`, every entry is AES-256 encrypted (WinZip AE-2, opened by common tools).
+pub fn zip(
+    b: &Built,
+    folder: &str,
+    generation: u32,
+    passphrase: Option<&str>,
+) -> Result<(Content, BundleManifest)> {
     let mut m = b.manifest.clone();
     m.folder = folder.to_string();
     m.generation = generation;
     let total: u64 = m.files.iter().map(|f| f.size).sum();
     let zip = if total < ZIP_IN_MEMORY {
-        let w = write_zip(io::Cursor::new(Vec::new()), &b.dir, &m, &b.files)?;
+        let w = write_zip(
+            io::Cursor::new(Vec::new()),
+            &b.dir,
+            &m,
+            &b.files,
+            passphrase,
+        )?;
         Content::Memory(w.into_inner())
     } else {
         let path = b.dir.join("bundle.zip");
         fs::create_dir_all(&b.dir).map_err(io("create", &b.dir))?;
         let f = File::create(&path).map_err(io("create", &path))?;
-        let mut w = write_zip(io::BufWriter::new(f), &b.dir, &m, &b.files)?;
+        let mut w = write_zip(io::BufWriter::new(f), &b.dir, &m, &b.files, passphrase)?;
         w.flush().map_err(io("write", &path))?;
         Content::File(path)
     };
@@ -347,6 +359,7 @@ fn write_zip<W: Write + Seek>(
     dir: &Path,
     m: &BundleManifest,
     files: &[(String, Content)],
+    passphrase: Option<&str>,
 ) -> Result<W> {
     use ::zip::write::SimpleFileOptions;
     let zerr = |e: ::zip::result::ZipError| match e {
@@ -388,7 +401,13 @@ fn write_zip<W: Write + Seek>(
     entries.extend(files.iter().skip(1).map(|(n, c)| (n.as_str(), c)));
     for (name, content) in entries {
         let large = content.size()? >= u64::from(u32::MAX);
-        z.start_file(format!("{}/{name}", m.folder), opts.large_file(large))
+        let o = match passphrase {
+            Some(pw) => opts
+                .large_file(large)
+                .with_aes_encryption(::zip::AesMode::Aes256, pw),
+            None => opts.large_file(large),
+        };
+        z.start_file(format!("{}/{name}", m.folder), o)
             .map_err(zerr)?;
         content.copy_to(&mut z, dir)?;
     }

@@ -184,6 +184,30 @@ pub fn exec(a: Args, reporter: &dyn Reporter) -> Result<i32, Error> {
             code = b.exit_code();
         }
     }
+    if p2.stages.contains(&lethe::spec::Stage::Bundles) {
+        let opts = lethe::bundles::ExportOptions {
+            tenants: a.tenants.clone(),
+            ..Default::default()
+        };
+        let e = rt.block_on(lethe::bundles::export(p2.clone(), opts, reporter))?;
+        let written: usize = e
+            .tenants
+            .iter()
+            .map(|t| {
+                t.requests
+                    .iter()
+                    .filter(|b| matches!(b.status, lethe::bundles::BundleStatus::Written))
+                    .count()
+            })
+            .sum();
+        println!(
+            "bundles: {written} access request(s) answered (export {})",
+            e.export_id
+        );
+        if code == 0 {
+            code = e.exit_code();
+        }
+    }
     if let Some(path) = &a.report {
         super::write_json(path, &report)?;
     }

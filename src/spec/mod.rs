@@ -555,6 +555,42 @@ fn build(
             .retention
             .as_ref()
             .and_then(|r| r.closed_tenant_months),
+        bundle_passphrases: match spec.policies.bundles.as_ref().filter(|b| b.encrypt_zip) {
+            None => None,
+            Some(b) => {
+                match b
+                    .passphrases
+                    .as_ref()
+                    .map(|u| interpolate(u, &env).and_then(|s| resolve_location(&s, base_dir)))
+                {
+                    Some(Ok(u)) => {
+                        let norm = |s: &str| format!("{}/", s.trim_end_matches('/'));
+                        if norm(&u).starts_with(&norm(&locations.outputs))
+                            || norm(&locations.outputs).starts_with(&norm(&u))
+                        {
+                            ps.push("policies.bundles.passphrases", "the passphrases must not live with the bundles they open", Some("use a separate location (another bucket) for out-of-band delivery".into()));
+                        }
+                        Some(u)
+                    }
+                    Some(Err(m)) => {
+                        ps.push(
+                            "policies.bundles.passphrases",
+                            format!("bad location: {m}"),
+                            None,
+                        );
+                        None
+                    }
+                    None => {
+                        ps.push(
+                            "policies.bundles",
+                            "`encrypt_zip` needs a `passphrases` location",
+                            None,
+                        );
+                        None
+                    }
+                }
+            }
+        },
         backup_months: spec
             .policies
             .retention

@@ -125,6 +125,8 @@ pub struct Policies {
     pub zstd_level: i32,
     pub compact_files_over: usize,
     pub closed_tenant_months: Option<u32>,
+    /// Encrypted bundle delivery: the passphrases location (resolved), when enabled.
+    pub bundle_passphrases: Option<String>,
     pub backup_months: Option<u32>,
 }
 

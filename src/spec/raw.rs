@@ -208,6 +208,20 @@ pub struct PoliciesSpec {
     pub output: Option<OutputPolicy>,
     #[serde(default)]
     pub retention: Option<RetentionPolicy>,
+    #[serde(default)]
+    pub bundles: Option<BundlesPolicy>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BundlesPolicy {
+    /// Deliver bundles only as an AES-256 encrypted zip, with a passphrase generated per request
+    /// and written to `passphrases` (a separate location, for out-of-band delivery).
+    #[serde(default)]
+    pub encrypt_zip: bool,
+    /// Where the per-request passphrases go (URL or path); never the outputs location.
+    #[serde(default)]
+    pub passphrases: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

@@ -245,3 +245,90 @@ fn shredding_one_tenant_leaves_the_others_readable() {
     let o = lethe(&["evidence", "verify", spec], &env);
     assert!(o.status.success(), "{}", text(&o));
 }
+
+#[test]
+fn bundles_can_be_delivered_as_encrypted_zips() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = dir.join("data");
+    small_sample(&data, 53);
+    let spec = write_pipeline(
+        dir,
+        &data.join("exports").display().to_string(),
+        &data.join("ledger").display().to_string(),
+        &dir.join("out").display().to_string(),
+    );
+    let pass = dir.join("passphrases");
+    let text = std::fs::read_to_string(&spec).unwrap().replacen(
+        "policies:\n",
+        &format!(
+            "policies:\n  bundles: {{ encrypt_zip: true, passphrases: {} }}\n",
+            pass.display()
+        ),
+        1,
+    );
+    std::fs::write(&spec, text).unwrap();
+    let spec = spec.to_str().unwrap();
+    let o = lethe(&["run", spec], &[]);
+    assert!(o.status.success(), "{}", text_of(&o));
+    let o = lethe(&["export", spec], &[]);
+    assert!(o.status.success(), "{}", text_of(&o));
+    let zips: Vec<PathBuf> = walk(&dir.join("out"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "zip"))
+        .collect();
+    assert!(!zips.is_empty(), "bundles were written");
+    for z in &zips {
+        let folder = z.with_extension("");
+        // Only the README and the manifest sit in the clear; the person's data is in the zip.
+        let names: Vec<String> = std::fs::read_dir(&folder)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        assert!(
+            names
+                .iter()
+                .all(|n| n == "README.md" || n == "manifest.json"),
+            "{names:?}"
+        );
+        let tenant = z
+            .to_string_lossy()
+            .split("/tenants/")
+            .nth(1)
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        let pw_file = pass.join(format!(
+            "tenant={tenant}/{}.txt",
+            folder.file_name().unwrap().to_string_lossy()
+        ));
+        let pw = std::fs::read_to_string(&pw_file)
+            .unwrap_or_else(|_| panic!("passphrase at {}", pw_file.display()));
+        let mut archive = ::zip::ZipArchive::new(std::fs::File::open(z).unwrap()).unwrap();
+        let name = (0..archive.len())
+            .filter_map(|i| {
+                archive
+                    .name_for_index(i)
+                    .and_then(|n| n.ok())
+                    .map(|n| n.to_string())
+            })
+            .find(|n| n.ends_with(".jsonl"))
+            .unwrap();
+        assert!(
+            archive.by_name(&name).is_err(),
+            "entries cannot be read without the passphrase"
+        );
+        let mut f = archive
+            .by_name_decrypt(&name, pw.trim().as_bytes())
+            .unwrap();
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut f, &mut s).unwrap();
+    }
+}
+
+fn text_of(o: &std::process::Output) -> String {
+    text(o)
+}

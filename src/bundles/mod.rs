@@ -1055,10 +1055,11 @@ async fn publish(
     }
     // Encrypted delivery: a passphrase per request, kept apart from the bundle (out of band).
     let p = ctx.pipeline.clone();
-    let passphrase = match &p.policies.bundle_passphrases {
-        Some(_) => Some(new_passphrase()),
-        None => None,
-    };
+    let passphrase = p
+        .policies
+        .bundle_passphrases
+        .as_ref()
+        .map(|_| new_passphrase());
     let (built, zip_content, built_manifest) = {
         let folder = folder.clone();
         let pw = passphrase.clone();
@@ -1213,6 +1214,34 @@ async fn upload(loc: &Location, rel: String, content: spool::Content) -> Result<
     Ok(())
 }
 
+/// A random passphrase for an encrypted bundle: 128 bits, base32 without padding, grouped for
+/// reading over the phone.
+fn new_passphrase() -> String {
+    use aes_gcm::aead::rand_core::RngCore;
+    let mut b = [0u8; 16];
+    aes_gcm::aead::OsRng.fill_bytes(&mut b);
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut out = String::new();
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for byte in b {
+        acc = (acc << 8) | u32::from(byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(ALPHABET[((acc >> bits) & 31) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(ALPHABET[((acc << (5 - bits)) & 31) as usize] as char);
+    }
+    out.as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).to_string())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1273,32 +1302,4 @@ mod tests {
         );
         assert!(Subject::parse("jane@example.com").is_err());
     }
-}
-
-/// A random passphrase for an encrypted bundle: 128 bits, base32 without padding, grouped for
-/// reading over the phone.
-fn new_passphrase() -> String {
-    use aes_gcm::aead::rand_core::RngCore;
-    let mut b = [0u8; 16];
-    aes_gcm::aead::OsRng.fill_bytes(&mut b);
-    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    let mut out = String::new();
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    for byte in b {
-        acc = (acc << 8) | u32::from(byte);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(ALPHABET[((acc >> bits) & 31) as usize] as char);
-        }
-    }
-    if bits > 0 {
-        out.push(ALPHABET[((acc << (5 - bits)) & 31) as usize] as char);
-    }
-    out.as_bytes()
-        .chunks(4)
-        .map(|c| String::from_utf8_lossy(c).to_string())
-        .collect::<Vec<_>>()
-        .join("-")
 }

@@ -548,9 +548,9 @@ async fn rewrite(
         let (out, st, sidecar) = crate::runtime::cpu(move || {
             // The fingerprint of the file as it is, for the next run to skip reading it.
             let sidecar = if want_sidecar {
-                crate::fingerprint::entries(&df, &ds2, &kinds)
+                crate::fingerprint::build(&df, &ds2, &kinds, &fp_key)
                     .ok()
-                    .and_then(|e| crate::fingerprint::encode(&e, &fp_key))
+                    .flatten()
             } else {
                 None
             };

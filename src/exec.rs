@@ -1088,9 +1088,9 @@ pub fn with_fingerprint(
     key: &[u8; 16],
 ) -> Result<crate::parquet_io::WriteOptions> {
     let mut o = opts.clone();
-    let entries = crate::fingerprint::entries(df, ds, kinds)
+    let fp = crate::fingerprint::build(df, ds, kinds, key)
         .map_err(|e| Error::internal(format!("fingerprint: {e}")))?;
-    if let Some(fp) = crate::fingerprint::encode(&entries, key) {
+    if let Some(fp) = fp {
         o.metadata.push((crate::fingerprint::KEY.into(), fp));
         o.metadata.push((
             crate::fingerprint::CHECK.into(),

@@ -10,7 +10,7 @@
 //! every digit sequence (a phone mention always contains its national number's digits
 //! contiguously, whatever the separators).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use base64::Engine;
 use parquet::bloom_filter::Sbbf;
@@ -74,18 +74,37 @@ fn digits_re() -> Regex {
     Regex::new(r"\d[\d\s().\-]*\d").expect("static regex")
 }
 
-/// The entries a frame's fingerprint holds (sorted, deduplicated).
-pub fn entries(
+/// The keyed hashes of every entry a frame's fingerprint holds, deduplicated. Entries are
+/// hashed from their parts as they are found (no string is built per entry: a snapshot file has
+/// millions of them); the hash of the parts equals the hash of their concatenation, which is
+/// what probes compute.
+fn entry_hashes(
     df: &DataFrame,
     ds: &Dataset,
     kinds: &BTreeMap<String, IdentifierKind>,
-) -> PolarsResult<BTreeSet<String>> {
-    let mut out = BTreeSet::new();
+    key: &[u8; 16],
+) -> PolarsResult<std::collections::HashSet<u64>> {
+    let mut out = std::collections::HashSet::with_capacity(df.height() * 4);
+    let mut add = |parts: &[&[u8]]| {
+        use std::hash::Hasher;
+        let mut h = siphasher::sip::SipHasher13::new_with_key(key);
+        for p in parts {
+            h.write(p);
+        }
+        out.insert(h.finish());
+    };
     let norm = NormalizedFrame::build(df, ds, kinds)?;
     for (_, kind, col) in &norm.columns {
+        let k = kind.as_bytes();
         match col {
-            NormColumn::Scalar(v) => out.extend(v.iter().flatten().map(|x| format!("{kind}:{x}"))),
-            NormColumn::List(v) => out.extend(v.iter().flatten().map(|x| format!("{kind}:{x}"))),
+            NormColumn::Scalar(v) => v
+                .iter()
+                .flatten()
+                .for_each(|x| add(&[k, b":", x.as_bytes()])),
+            NormColumn::List(v) => v
+                .iter()
+                .flatten()
+                .for_each(|x| add(&[k, b":", x.as_bytes()])),
         }
     }
     // Primary keys: a later night learns from the footer whether a re-sent row replaces one here.
@@ -97,49 +116,90 @@ pub fn entries(
                 .and_then(|c| c.as_materialized_series().cast(&DataType::String))
         })
         .collect::<PolarsResult<_>>()?;
+    let key_cols: Vec<&StringChunked> =
+        keys.iter().map(|s| s.str()).collect::<PolarsResult<_>>()?;
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + 2 * key_cols.len());
     for i in 0..df.height() {
-        let mut key = String::from("pk:");
-        for (j, c) in keys.iter().enumerate() {
+        parts.clear();
+        parts.push(b"pk:");
+        for (j, c) in key_cols.iter().enumerate() {
             if j > 0 {
-                key.push('\u{1f}');
+                parts.push("\u{1f}".as_bytes());
             }
-            key.push_str(c.str()?.get(i).unwrap_or_default());
+            parts.push(c.get(i).unwrap_or_default().as_bytes());
         }
-        out.insert(key);
+        add(&parts);
     }
     let (emails, digits) = (email_token_re(), digits_re());
     for c in ds.free_text_columns() {
         let s = df.column(&c.name)?.as_materialized_series().clone();
         for text in s.str()?.iter().flatten() {
-            for m in emails.find_iter(text) {
-                // A mention is any address whose local part ends this token's local part and
-                // whose domain starts this token's domain: index every such pair.
-                let token = m.as_str().to_lowercase();
-                let Some((local, domain)) = token.split_once('@') else {
-                    continue;
-                };
-                let domains: Vec<&str> = (1..=domain.len())
-                    .filter(|&i| domain.is_char_boundary(i) && !domain[..i].ends_with(['.', '-']))
-                    .filter(|&i| i == domain.len() || matches!(domain.as_bytes()[i], b'.' | b'-'))
-                    .map(|i| &domain[..i])
-                    .collect();
-                for start in (0..local.len()).filter(|&i| local.is_char_boundary(i)) {
-                    for d in &domains {
-                        out.insert(format!("text-email:{}@{d}", &local[start..]));
+            // Free text holds no address or number without these: skip the regexes.
+            let has_at = text.contains('@');
+            if has_at {
+                for m in emails.find_iter(text) {
+                    // A mention is any address whose local part ends this token's local part and
+                    // whose domain starts this token's domain: index every such pair.
+                    let token = m.as_str().to_lowercase();
+                    let Some((local, domain)) = token.split_once('@') else {
+                        continue;
+                    };
+                    let domains: Vec<&str> = (1..=domain.len())
+                        .filter(|&i| {
+                            domain.is_char_boundary(i) && !domain[..i].ends_with(['.', '-'])
+                        })
+                        .filter(|&i| {
+                            i == domain.len() || matches!(domain.as_bytes()[i], b'.' | b'-')
+                        })
+                        .map(|i| &domain[..i])
+                        .collect();
+                    for start in (0..local.len()).filter(|&i| local.is_char_boundary(i)) {
+                        for d in &domains {
+                            add(&[
+                                b"text-email:",
+                                local[start..].as_bytes(),
+                                b"@",
+                                d.as_bytes(),
+                            ]);
+                        }
                     }
                 }
             }
-            for m in digits.find_iter(text) {
-                let d: Vec<u8> = m.as_str().bytes().filter(u8::is_ascii_digit).collect();
-                for len in 4..=15.min(d.len()) {
-                    for w in d.windows(len) {
-                        out.insert(format!("text-digits:{}", String::from_utf8_lossy(w)));
+            if text.bytes().filter(u8::is_ascii_digit).nth(3).is_some() {
+                for m in digits.find_iter(text) {
+                    let d: Vec<u8> = m.as_str().bytes().filter(u8::is_ascii_digit).collect();
+                    for len in 4..=15.min(d.len()) {
+                        for w in d.windows(len) {
+                            add(&[b"text-digits:", w]);
+                        }
                     }
                 }
             }
         }
     }
     Ok(out)
+}
+
+/// The footer fingerprint of a frame (base64 of the filter's bitset), keyed with the tenant's
+/// fingerprint key.
+pub fn build(
+    df: &DataFrame,
+    ds: &Dataset,
+    kinds: &BTreeMap<String, IdentifierKind>,
+    key: &[u8; 16],
+) -> PolarsResult<Option<String>> {
+    let hashes = entry_hashes(df, ds, kinds, key)?;
+    let Ok(mut f) = Sbbf::new_with_ndv_fpp(hashes.len().max(16) as u64, FPP) else {
+        return Ok(None);
+    };
+    for h in &hashes {
+        f.insert(&h.to_le_bytes()[..]);
+    }
+    let mut bits = Vec::new();
+    if f.write_bitset(&mut bits).is_err() {
+        return Ok(None);
+    }
+    Ok(Some(base64::engine::general_purpose::STANDARD.encode(bits)))
 }
 
 /// The keyed hash an entry is stored under: without the tenant's key, nobody can test whether a
@@ -149,17 +209,6 @@ fn keyed(entry: &str, key: &[u8; 16]) -> [u8; 8] {
     let mut h = siphasher::sip::SipHasher13::new_with_key(key);
     h.write(entry.as_bytes());
     h.finish().to_le_bytes()
-}
-
-/// Encodes a fingerprint of `entries` for the footer, keyed with the tenant's fingerprint key.
-pub fn encode(entries: &BTreeSet<String>, key: &[u8; 16]) -> Option<String> {
-    let mut f = Sbbf::new_with_ndv_fpp(entries.len().max(16) as u64, FPP).ok()?;
-    for e in entries {
-        f.insert(&keyed(e, key)[..]);
-    }
-    let mut bits = Vec::new();
-    f.write_bitset(&mut bits).ok()?;
-    Some(base64::engine::general_purpose::STANDARD.encode(bits))
 }
 
 /// A decoded fingerprint.
@@ -242,7 +291,7 @@ mod tests {
         .unwrap();
         let df = crate::conform::conform(df, ds, "t").unwrap();
         let key = [7u8; 16];
-        let enc = encode(&entries(&df, ds, &p.identifiers).unwrap(), &key).unwrap();
+        let enc = build(&df, ds, &p.identifiers, &key).unwrap().unwrap();
         let fp = Fingerprint::decode(&enc, key).unwrap();
         // Without the tenant's key the filter answers nothing useful.
         let other = Fingerprint::decode(&enc, [8u8; 16]).unwrap();

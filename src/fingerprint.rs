@@ -157,7 +157,7 @@ fn entry_hashes(
                         for d in &domains {
                             add(&[
                                 b"text-email:",
-                                local[start..].as_bytes(),
+                                &local.as_bytes()[start..],
                                 b"@",
                                 d.as_bytes(),
                             ]);

@@ -150,23 +150,7 @@ fn sidecar_path(path: &str) -> String {
 
 /// A digest of the tenant's active holds.
 fn holds_key(ctx: &Context, tenant: &str) -> String {
-    let th = ctx.keyed.for_tenant(tenant);
-    let holds: Vec<String> = ctx
-        .active_holds(tenant)
-        .iter()
-        .map(|h| {
-            format!(
-                "{}|{:?}|{}",
-                h.id,
-                h.dataset,
-                h.identifier
-                    .as_ref()
-                    .map(|(k, v)| th.identifier(k, v))
-                    .unwrap_or_default()
-            )
-        })
-        .collect();
-    crate::hash::sha256_hex(holds.join(";").as_bytes())
+    ctx.holds_digest(tenant)
 }
 
 fn manifest_dir(generation: &str, tenant: &str) -> String {

@@ -433,20 +433,27 @@ impl Context {
                 .unwrap_or_default();
             e.push_str(&format!("as_of={day};"));
         }
-        let th = self.keyed.for_tenant(tenant);
-        for h in self
-            .holds
-            .iter()
-            .filter(|h| h.tenant == tenant && h.active(self.as_of))
-        {
-            let who = h
-                .identifier
-                .as_ref()
-                .map(|(k, v)| th.identifier(k, v))
-                .unwrap_or_default();
-            e.push_str(&format!("hold={}|{:?}|{who};", h.id, h.dataset));
-        }
+        e.push_str(&format!("holds={}", self.holds_digest(tenant)));
         e
+    }
+
+    /// A digest of the tenant's active holds (people by keyed hash): when it changes, what may
+    /// be deleted changes.
+    pub fn holds_digest(&self, tenant: &str) -> String {
+        let th = self.keyed.for_tenant(tenant);
+        let holds: Vec<String> = self
+            .active_holds(tenant)
+            .iter()
+            .map(|h| {
+                let who = h
+                    .identifier
+                    .as_ref()
+                    .map(|(k, v)| th.identifier(k, v))
+                    .unwrap_or_default();
+                format!("{}|{:?}|{who}", h.id, h.dataset)
+            })
+            .collect();
+        crate::hash::sha256_hex(holds.join(";").as_bytes())
     }
 
     /// The outputs location of a tenant: its region's when the spec declares regions. Tenant
@@ -642,27 +649,12 @@ fn rewrite_key(ctx: &Context, tenant: &str) -> String {
     let info = ctx.tenant_info.get(tenant).cloned().unwrap_or_default();
     let purged = matches!((info.closed_at, p.policies.closed_tenant_months), (Some(c), Some(m)) if add_months(c, m as i32) <= ctx.as_of);
     let th = ctx.keyed.for_tenant(tenant);
-    let holds: Vec<String> = ctx
-        .active_holds(tenant)
-        .iter()
-        .map(|h| {
-            format!(
-                "{}|{:?}|{}",
-                h.id,
-                h.dataset,
-                h.identifier
-                    .as_ref()
-                    .map(|(k, v)| th.identifier(k, v))
-                    .unwrap_or_default()
-            )
-        })
-        .collect();
     crate::hash::sha256_hex(
         format!(
             "{}|{}|{purged}|{}|{}",
             p.spec_hash,
             env!("CARGO_PKG_VERSION"),
-            holds.join(";"),
+            ctx.holds_digest(tenant),
             // Fingerprints keyed with another key would answer nothing: rewrite everything.
             hex::encode(th.fingerprint_key())
         )

@@ -331,6 +331,28 @@ fn backups_on_s3() {
     assert!(o.status.success(), "{}", text(&o));
     let listed = rt.block_on(dest.list("backups/2025-10-01/")).unwrap();
     assert!(listed.is_empty(), "expired generation is gone from S3");
+    // Restoring a generation from the S3 server brings back no erased person.
+    let restored = s.spec.parent().unwrap().join("restored");
+    let o = lethe(
+        &[
+            "restore",
+            spec,
+            "--generation",
+            "2026-01-01",
+            "--to",
+            restored.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let erased = erased_plain(&s.data.join("ledger"));
+    let files = walk(&restored);
+    assert!(!files.is_empty());
+    for p in &files {
+        if !p.to_string_lossy().contains("/invoices/") {
+            assert_file_has_no_erased(p, &tenant_of(p), &erased);
+        }
+    }
 }
 
 #[test]

@@ -100,6 +100,25 @@ pub struct GenerationStats {
     pub requests_applied: u64,
 }
 
+impl GenerationStats {
+    /// The totals of several generations.
+    pub fn sum<'a>(all: impl IntoIterator<Item = &'a GenerationStats>) -> GenerationStats {
+        all.into_iter()
+            .fold(GenerationStats::default(), |mut t, s| {
+                t.files_untouched += s.files_untouched;
+                t.files_rewritten += s.files_rewritten;
+                t.files_expired += s.files_expired;
+                t.rows_deleted += s.rows_deleted;
+                t.rows_redacted += s.rows_redacted;
+                t.rows_held += s.rows_held;
+                t.bytes_read += s.bytes_read;
+                t.bytes_written += s.bytes_written;
+                t.requests_applied += s.requests_applied;
+                t
+            })
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GenerationReport {
     pub generation: String,
@@ -146,11 +165,6 @@ struct Sidecar {
 
 fn sidecar_path(path: &str) -> String {
     format!("{META}fingerprints/{path}.json")
-}
-
-/// A digest of the tenant's active holds.
-fn holds_key(ctx: &Context, tenant: &str) -> String {
-    ctx.holds_digest(tenant)
 }
 
 fn manifest_dir(generation: &str, tenant: &str) -> String {
@@ -256,79 +270,47 @@ pub async fn footer_metadata(
         .get_range(&op, size - 8..size)
         .await
         .map_err(storage_err)?;
-    if &tail[4..8] == b"PARE" {
-        // Encrypted footer: decrypt it with the tenant's key from the run's keyring.
-        let len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
-        if len + 8 > size {
-            return Err(Error::bad_data(
-                format!("{}/{path}", loc.url()),
-                "corrupt Parquet footer",
-                "restore the file from its source",
-            ));
-        }
-        let suffix = store
-            .get_range(&op, size - 8 - len..size)
-            .await
-            .map_err(storage_err)?;
-        let mut r = parquet::file::metadata::ParquetMetaDataReader::new()
-            .with_decryption_properties(Some(crate::keystore::decryption()?));
-        r.try_parse_sized(&suffix, size).map_err(|e| Error::Key {
-            tenant: path
-                .split("tenant=")
-                .nth(1)
-                .or_else(|| path.split("tenants/").nth(1))
-                .and_then(|s| s.split('/').next())
-                .unwrap_or("?")
-                .to_string(),
-            path: Some(format!("{}/{path}", loc.url())),
-            message: format!("cannot decrypt the footer: {e}"),
-            hint: "set the pipeline's master key".into(),
-        })?;
-        let meta = r.finish().map_err(|e| {
-            Error::bad_data(
-                format!("{}/{path}", loc.url()),
-                format!("corrupt Parquet footer: {e}"),
-                "restore the file",
-            )
-        })?;
-        let kv = meta
-            .file_metadata()
-            .key_value_metadata()
-            .map(|kv| {
-                kv.iter()
-                    .filter_map(|k| Some((k.key.clone(), k.value.clone()?)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        return Ok((kv, len + 16));
-    }
-    if &tail[4..8] != b"PAR1" {
-        return Err(Error::bad_data(
+    let corrupt = |message: String| {
+        Error::bad_data(
             format!("{}/{path}", loc.url()),
-            "not a Parquet file (no footer magic)",
+            message,
             "restore the file from its source",
-        ));
-    }
+        )
+    };
+    // `PARE`: an encrypted footer, decrypted with the tenant's key from the run's keyring.
+    let encrypted = match &tail[4..8] {
+        b"PAR1" => false,
+        b"PARE" => true,
+        _ => return Err(corrupt("not a Parquet file (no footer magic)".into())),
+    };
     let len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
     if len + 8 > size {
-        return Err(Error::bad_data(
-            format!("{}/{path}", loc.url()),
-            "corrupt Parquet footer",
-            "restore the file from its source",
-        ));
+        return Err(corrupt("corrupt Parquet footer".into()));
     }
-    let footer = store
-        .get_range(&op, size - 8 - len..size - 8)
+    let suffix = store
+        .get_range(&op, size - 8 - len..size)
         .await
         .map_err(storage_err)?;
-    let meta =
-        parquet::file::metadata::ParquetMetaDataReader::decode_metadata(&footer).map_err(|e| {
-            Error::bad_data(
-                format!("{}/{path}", loc.url()),
-                format!("corrupt Parquet footer: {e}"),
-                "restore the file from its source",
-            )
-        })?;
+    let mut r = parquet::file::metadata::ParquetMetaDataReader::new();
+    if encrypted {
+        r = r.with_decryption_properties(Some(crate::keystore::decryption()?));
+    }
+    if let Err(e) = r.try_parse_sized(&suffix, size) {
+        if encrypted {
+            return Err(Error::Key {
+                tenant: crate::storage::tenant_in_path(path)
+                    .unwrap_or("?")
+                    .to_string(),
+                path: Some(format!("{}/{path}", loc.url())),
+                message: format!("cannot decrypt the footer: {e}"),
+                hint: "set the pipeline's master key".into(),
+            });
+        }
+        return Err(corrupt(format!("corrupt Parquet footer: {e}")));
+    }
+    let meta = r
+        .finish()
+        .map_err(|e| corrupt(format!("corrupt Parquet footer: {e}")))?;
     let kv = meta
         .file_metadata()
         .key_value_metadata()
@@ -394,6 +376,46 @@ struct Job<'a> {
     opts: &'a BackupOptions,
 }
 
+/// What a generation's next manifest says.
+struct Next {
+    files: Vec<GenerationFile>,
+    superseded: Vec<String>,
+    applied: BTreeSet<String>,
+    expired: bool,
+}
+
+impl Job<'_> {
+    /// Commits the generation's next manifest, then deletes `deleted` (only now: the new
+    /// manifest made their replacements live first) and appends the evidence record.
+    async fn publish(
+        &self,
+        next: Next,
+        deleted: &[String],
+        stage: &str,
+        stats: &GenerationStats,
+        reporter: &dyn Reporter,
+    ) -> Result<()> {
+        let m = GenerationManifest {
+            format: 1,
+            engine_version: env!("CARGO_PKG_VERSION").into(),
+            generation: self.generation.into(),
+            tenant: self.tenant.into(),
+            sequence: self.prev.as_ref().map_or(1, |m| m.sequence + 1),
+            run_id: self.run_id.into(),
+            committed_at: chrono::Utc::now().to_rfc3339(),
+            spec_hash: self.ctx.pipeline.spec_hash.clone(),
+            files: next.files,
+            superseded: next.superseded,
+            applied: next.applied,
+            expired: next.expired,
+            holds_key: self.ctx.holds_digest(self.tenant),
+        };
+        commit(self.backups, &m).await?;
+        delete_all(self.backups, deleted, reporter).await;
+        record(self.ctx, &m, stage, stats).await
+    }
+}
+
 /// Identity for a generation: its own linking rows plus every linking export of the tenant.
 async fn generation_index(job: &Job<'_>, exports_link: &[DataFrame]) -> Result<IdentityIndex> {
     let p = &job.ctx.pipeline;
@@ -426,7 +448,7 @@ async fn rewrite(
     let index = generation_index(&job, exports_link).await?;
     // Holds change what may be erased: when they changed since the last run, the whole ledger
     // is applied again (an erasure a hold kept back must land once the hold is lifted).
-    let holds_key = holds_key(job.ctx, job.tenant);
+    let holds_key = job.ctx.holds_digest(job.tenant);
     let holds_changed = job.prev.as_ref().is_some_and(|m| m.holds_key != holds_key);
     let applied_before = if job.opts.force_full || holds_changed {
         None
@@ -613,26 +635,15 @@ async fn rewrite(
         .map(|m| m.applied.clone())
         .unwrap_or_default();
     applied.extend(new_keys);
-    let seq = job.prev.as_ref().map_or(1, |m| m.sequence + 1);
-    let m = GenerationManifest {
-        format: 1,
-        engine_version: env!("CARGO_PKG_VERSION").into(),
-        generation: job.generation.into(),
-        tenant: job.tenant.into(),
-        sequence: seq,
-        run_id: job.run_id.into(),
-        committed_at: chrono::Utc::now().to_rfc3339(),
-        spec_hash: p.spec_hash.clone(),
+    // The erased data leaves the backup only after the commit made the new files live.
+    let next = Next {
         files: live,
         superseded: superseded.clone(),
         applied,
         expired: false,
-        holds_key,
     };
-    commit(job.backups, &m).await?;
-    // The erased data leaves the backup only now, after the commit made the new files live.
-    delete_all(job.backups, &superseded, reporter).await;
-    record(job.ctx, &m, "backups", &report.stats).await?;
+    job.publish(next, &superseded, "backups", &report.stats, reporter)
+        .await?;
     report.status = if report.stats.files_rewritten > 0 {
         GenerationStatus::Rewritten
     } else {
@@ -810,38 +821,29 @@ async fn expire(job: Job<'_>, reporter: &dyn Reporter) -> Result<GenerationRepor
     if gone.is_empty() {
         return Ok(report);
     }
-    let seq = job.prev.as_ref().map_or(1, |m| m.sequence + 1);
-    let m = GenerationManifest {
-        format: 1,
-        engine_version: env!("CARGO_PKG_VERSION").into(),
-        generation: job.generation.into(),
-        tenant: job.tenant.into(),
-        sequence: seq,
-        run_id: job.run_id.into(),
-        committed_at: chrono::Utc::now().to_rfc3339(),
-        spec_hash: job.ctx.pipeline.spec_hash.clone(),
-        files: keep.clone(),
-        // Earlier superseded files stay listed: a crash may have left one behind, and it must
-        // never become live again.
-        superseded: job
-            .prev
-            .as_ref()
-            .map(|m| m.superseded.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .chain(gone.iter().cloned())
-            .collect(),
-        applied: job
-            .prev
-            .as_ref()
-            .map(|m| m.applied.clone())
-            .unwrap_or_default(),
+    // Earlier superseded files stay listed: a crash may have left one behind, and it must never
+    // become live again.
+    let superseded = job
+        .prev
+        .as_ref()
+        .map(|m| m.superseded.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(gone.iter().cloned())
+        .collect();
+    let applied = job
+        .prev
+        .as_ref()
+        .map(|m| m.applied.clone())
+        .unwrap_or_default();
+    let next = Next {
         expired: keep.is_empty(),
-        holds_key: holds_key(job.ctx, job.tenant),
+        files: keep,
+        superseded,
+        applied,
     };
-    commit(job.backups, &m).await?;
-    delete_all(job.backups, &gone, reporter).await;
-    record(job.ctx, &m, "backup-expiry", &report.stats).await?;
+    job.publish(next, &gone, "backup-expiry", &report.stats, reporter)
+        .await?;
     Ok(report)
 }
 
@@ -996,19 +998,7 @@ pub async fn run(
             reports.push(result.unwrap_or_else(|e| failed(generation, tenant, e)));
         }
     }
-    let mut totals = GenerationStats::default();
-    for r in &reports {
-        let s = &r.stats;
-        totals.files_untouched += s.files_untouched;
-        totals.files_rewritten += s.files_rewritten;
-        totals.files_expired += s.files_expired;
-        totals.rows_deleted += s.rows_deleted;
-        totals.rows_redacted += s.rows_redacted;
-        totals.rows_held += s.rows_held;
-        totals.bytes_read += s.bytes_read;
-        totals.bytes_written += s.bytes_written;
-        totals.requests_applied += s.requests_applied;
-    }
+    let totals = GenerationStats::sum(reports.iter().map(|r| &r.stats));
     Ok(BackupReport {
         run_id,
         dry_run: opts.dry_run,
@@ -1145,12 +1135,7 @@ pub async fn restore(
             exit_code: None,
         });
     }
-    let mut totals = GenerationStats::default();
-    for r in &reports {
-        totals.rows_deleted += r.stats.rows_deleted;
-        totals.bytes_written += r.stats.bytes_written;
-        totals.files_rewritten += r.stats.files_rewritten;
-    }
+    let totals = GenerationStats::sum(reports.iter().map(|r| &r.stats));
     Ok(BackupReport {
         run_id,
         dry_run: false,

@@ -662,30 +662,6 @@ fn rewrite_key(ctx: &Context, tenant: &str) -> String {
     )
 }
 
-/// Primary-key strings of a frame, as the fingerprint indexes them.
-fn pk_strings(df: &DataFrame, ds: &Dataset) -> PolarsResult<Vec<String>> {
-    let cols: Vec<Series> = ds
-        .primary_key
-        .iter()
-        .map(|k| {
-            df.column(k)
-                .and_then(|c| c.as_materialized_series().cast(&DataType::String))
-        })
-        .collect::<PolarsResult<_>>()?;
-    let mut out = Vec::with_capacity(df.height());
-    for i in 0..df.height() {
-        let mut key = String::new();
-        for (j, c) in cols.iter().enumerate() {
-            if j > 0 {
-                key.push('\u{1f}');
-            }
-            key.push_str(c.str()?.get(i).unwrap_or_default());
-        }
-        out.push(key);
-    }
-    Ok(out)
-}
-
 /// Reads the previous suppression list: `kind,hash,reason` (reason absent in old lists).
 async fn read_suppression(
     ctx: &Context,
@@ -864,7 +840,7 @@ async fn compute_tenant(
                 new_keys
                     .entry(ds.name.clone())
                     .or_default()
-                    .extend(pk_strings(df, ds).map_err(perr)?);
+                    .extend(identity::key_strings(df, ds).map_err(perr)?);
             }
         }
         let mut suppression: BTreeSet<String> = prev_suppression

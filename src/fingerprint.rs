@@ -108,6 +108,7 @@ fn entry_hashes(
         }
     }
     // Primary keys: a later night learns from the footer whether a re-sent row replaces one here.
+    // Hashed part by part in the form `identity::key_strings` builds (no string per row).
     let keys: Vec<Series> = ds
         .primary_key
         .iter()

@@ -173,11 +173,7 @@ pub async fn gc(p: Arc<Pipeline>, opts: GcOptions, reporter: &dyn Reporter) -> R
                 && !o.path.starts_with("_lethe/")
                 && !referenced.contains(&o.path)
             {
-                let tenant = o
-                    .path
-                    .split("tenant=")
-                    .nth(1)
-                    .and_then(|s| s.split('/').next())
+                let tenant = crate::storage::tenant_in_path(&o.path)
                     .unwrap_or_default()
                     .to_string();
                 candidates.push((tenant, o.path.clone()));
@@ -217,12 +213,7 @@ pub async fn gc(p: Arc<Pipeline>, opts: GcOptions, reporter: &dyn Reporter) -> R
         let mut by_tenant: std::collections::BTreeMap<String, Vec<String>> =
             std::collections::BTreeMap::new();
         for d in &report.deleted {
-            let t = d
-                .split("tenants/")
-                .nth(1)
-                .or_else(|| d.split("tenant=").nth(1))
-                .and_then(|s| s.split('/').next())
-                .unwrap_or_default();
+            let t = crate::storage::tenant_in_path(d).unwrap_or_default();
             if ctx.tenant_info.contains_key(t) {
                 by_tenant.entry(t.to_string()).or_default().push(d.clone());
             }

@@ -237,6 +237,32 @@ impl IdentSet {
     }
 }
 
+/// Each row's primary key as one string: the key columns' values joined by U+001F (the form
+/// footer fingerprints index keys in, see `fingerprint`).
+pub fn key_strings(df: &DataFrame, ds: &Dataset) -> PolarsResult<Vec<String>> {
+    let cols: Vec<Series> = ds
+        .primary_key
+        .iter()
+        .map(|k| {
+            df.column(k)
+                .and_then(|c| c.as_materialized_series().cast(&DataType::String))
+        })
+        .collect::<PolarsResult<_>>()?;
+    let cols: Vec<&StringChunked> = cols.iter().map(|s| s.str()).collect::<PolarsResult<_>>()?;
+    let mut out = Vec::with_capacity(df.height());
+    for i in 0..df.height() {
+        let mut key = String::new();
+        for (j, c) in cols.iter().enumerate() {
+            if j > 0 {
+                key.push('\u{1f}');
+            }
+            key.push_str(c.get(i).unwrap_or_default());
+        }
+        out.push(key);
+    }
+    Ok(out)
+}
+
 /// Index over one tenant's linking-dataset rows (every version seen, so a person's former
 /// addresses still count as theirs).
 #[derive(Default)]
@@ -256,26 +282,8 @@ impl IdentityIndex {
         kinds: &BTreeMap<String, IdentifierKind>,
     ) -> PolarsResult<()> {
         let norm = NormalizedFrame::build(df, ds, kinds)?;
-        let key_cols: Vec<Series> = ds
-            .primary_key
-            .iter()
-            .map(|k| {
-                df.column(k)
-                    .and_then(|c| c.as_materialized_series().cast(&DataType::String))
-            })
-            .collect::<PolarsResult<_>>()?;
-        for i in 0..df.height() {
-            let key = key_cols
-                .iter()
-                .map(|s| {
-                    s.str()
-                        .ok()
-                        .and_then(|ca| ca.get(i))
-                        .unwrap_or_default()
-                        .to_string()
-                })
-                .collect::<Vec<_>>()
-                .join("\u{1f}");
+        let keys = key_strings(df, ds)?;
+        for (i, key) in keys.into_iter().enumerate() {
             let idx = self.rows.len();
             let ids = norm.row_idents(i);
             for id in &ids {

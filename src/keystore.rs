@@ -353,8 +353,3 @@ pub fn decryption() -> Result<Arc<parquet::encryption::decrypt::FileDecryptionPr
 pub fn is_encrypted(bytes: &[u8]) -> bool {
     bytes.len() >= 4 && &bytes[bytes.len() - 4..] == b"PARE"
 }
-
-/// The tenant a key id belongs to.
-pub fn tenant_of_key(id: &str) -> &str {
-    id.split('/').next().unwrap_or(id)
-}

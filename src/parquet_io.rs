@@ -112,7 +112,7 @@ pub fn read_encrypted(bytes: Bytes, path: &str) -> Result<DataFrame> {
         .with_file_decryption_properties(crate::keystore::decryption()?);
     let key_err = |e: &dyn std::fmt::Display| {
         Error::Key {
-        tenant: path.split("tenant=").nth(1).or_else(|| path.split("tenants/").nth(1)).and_then(|s| s.split('/').next()).unwrap_or("?").to_string(),
+        tenant: crate::storage::tenant_in_path(path).unwrap_or("?").to_string(),
         path: Some(path.to_string()),
         message: format!("cannot decrypt: {e}"),
         hint: "set the pipeline's master key; a crypto-shredded tenant's files cannot be read by anyone".into(),

@@ -378,6 +378,16 @@ impl Location {
 ///
 /// Every path built from a tenant id goes through this (see [`layout::Template::render`]), so a
 /// tenant id from a request file can never address another tenant's or lethe's own objects.
+/// The tenant a path belongs to: the `<t>` of an outputs path `tenants/<t>/...` or of a layout
+/// segment `tenant=<t>`. For messages and evidence grouping, never for building paths.
+pub fn tenant_in_path(path: &str) -> Option<&str> {
+    path.split("tenants/")
+        .nth(1)
+        .or_else(|| path.split("tenant=").nth(1))
+        .and_then(|s| s.split('/').next())
+        .filter(|t| !t.is_empty())
+}
+
 pub fn validate_tenant_id(id: &str) -> std::result::Result<(), String> {
     if id.is_empty() {
         return Err("tenant id is empty".into());
@@ -494,6 +504,24 @@ fn join(prefix: &ObjPath, rel: &ObjPath) -> ObjPath {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn tenant_in_paths() {
+        assert_eq!(
+            tenant_in_path("tenants/acme/snapshots/r1/emails/part-00000.parquet"),
+            Some("acme")
+        );
+        assert_eq!(
+            tenant_in_path("2026-11-01/emails/tenant=acme/part-00000.parquet"),
+            Some("acme")
+        );
+        assert_eq!(
+            tenant_in_path("backups:2026-11-01/calls/tenant=b-2/x.parquet"),
+            Some("b-2")
+        );
+        assert_eq!(tenant_in_path("runs/r1.json"), None);
+    }
+
     use super::*;
 
     fn parse(url: &str) -> Result<Location> {

@@ -5,36 +5,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::common;
-use crate::pipeline::{
-    assert_file_has_no_erased, erased_plain, lethe, small_sample, text, walk, write_pipeline,
-};
+use crate::pipeline::{Setup, assert_file_has_no_erased, erased_plain, lethe, setup, text, walk};
 
 const AS_OF: &str = "2026-11-29";
-
-struct Setup {
-    _tmp: tempfile::TempDir,
-    data: PathBuf,
-    spec: PathBuf,
-}
-
-fn setup(seed: u64) -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    small_sample(&data, seed);
-    let spec = write_pipeline(
-        tmp.path(),
-        &data.join("exports").display().to_string(),
-        &data.join("ledger").display().to_string(),
-        &tmp.path().join("out").display().to_string(),
-    );
-    // write_pipeline points backups at <dir>/backups: move the generated ones there.
-    std::fs::rename(data.join("backups"), tmp.path().join("backups")).unwrap();
-    Setup {
-        data,
-        spec,
-        _tmp: tmp,
-    }
-}
 
 fn backups_dir(s: &Setup) -> PathBuf {
     s.spec.parent().unwrap().join("backups")

@@ -6,42 +6,21 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
-use crate::pipeline::{lethe, small_sample, text, walk, write_pipeline};
+use crate::pipeline::{Setup, lethe, small_sample, text, walk, write_pipeline};
 
 const KEY: &str = "0001020304050607080910111213141516171819202122232425262728293031";
 const OTHER: &str = "ff01020304050607080910111213141516171819202122232425262728293031";
 
-struct Setup {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    data: PathBuf,
-    spec: PathBuf,
-}
-
+/// The shared sample with encryption at rest configured.
 fn setup(seed: u64) -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    let data = dir.join("data");
-    small_sample(&data, seed);
-    let spec = write_pipeline(
-        &dir,
-        &data.join("exports").display().to_string(),
-        &data.join("ledger").display().to_string(),
-        &dir.join("out").display().to_string(),
-    );
-    std::fs::rename(data.join("backups"), dir.join("backups")).unwrap();
-    let mut text = std::fs::read_to_string(&spec).unwrap();
+    let s = crate::pipeline::setup(seed);
+    let mut text = std::fs::read_to_string(&s.spec).unwrap();
     text.push_str(&format!(
         "\nencryption:\n  master_key_env: LETHE_TEST_MASTER_KEY\n  keystore: {}\n",
-        dir.join("keystore").display()
+        s.dir.join("keystore").display()
     ));
-    std::fs::write(&spec, text).unwrap();
-    Setup {
-        _tmp: tmp,
-        dir,
-        data,
-        spec,
-    }
+    std::fs::write(&s.spec, text).unwrap();
+    s
 }
 
 fn snapshot_files(out: &Path, tenant: Option<&str>) -> Vec<PathBuf> {

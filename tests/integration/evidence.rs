@@ -3,9 +3,7 @@
 
 use std::path::Path;
 
-use crate::pipeline::{
-    assert_file_has_no_erased, erased_plain, lethe, small_sample, text, walk, write_pipeline,
-};
+use crate::pipeline::{assert_file_has_no_erased, erased_plain, lethe, setup, text, walk};
 
 fn phone_regex(last10: &str) -> regex::Regex {
     let parts: Vec<String> = last10.chars().map(|c| c.to_string()).collect();
@@ -32,18 +30,9 @@ fn assert_text_clean(what: &str, text: &str, erased: &[(String, String, String)]
 
 #[test]
 fn evidence_chain_detects_tampering() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    small_sample(&data, 31);
-    let out = tmp.path().join("out");
-    let spec = write_pipeline(
-        tmp.path(),
-        &data.join("exports").display().to_string(),
-        &data.join("ledger").display().to_string(),
-        &out.display().to_string(),
-    );
-    std::fs::rename(data.join("backups"), tmp.path().join("backups")).unwrap();
-    let spec = spec.to_str().unwrap();
+    let s = setup(31);
+    let out = s.dir.join("out");
+    let spec = s.spec.to_str().unwrap();
     for args in [
         vec!["run", spec],
         vec!["backups", spec, "--as-of", "2026-11-29"],
@@ -86,18 +75,9 @@ fn evidence_chain_detects_tampering() {
 
 #[test]
 fn no_plain_identifier_of_an_erased_person_anywhere() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    small_sample(&data, 32);
-    let out = tmp.path().join("out");
-    let spec = write_pipeline(
-        tmp.path(),
-        &data.join("exports").display().to_string(),
-        &data.join("ledger").display().to_string(),
-        &out.display().to_string(),
-    );
-    std::fs::rename(data.join("backups"), tmp.path().join("backups")).unwrap();
-    let spec = spec.to_str().unwrap();
+    let s = setup(32);
+    let (tmp, data, out) = (&s._tmp, &s.data, s.dir.join("out"));
+    let spec = s.spec.to_str().unwrap();
     let erased = erased_plain(&data.join("ledger"));
     assert!(!erased.is_empty());
     let plan = tmp.path().join("plan.json");

@@ -58,6 +58,36 @@ pub fn write_pipeline(dir: &Path, exports: &str, ledger: &str, outputs: &str) ->
     path
 }
 
+/// A generated sample in a temporary directory with the helpdesk pipeline pointing at it:
+/// exports and ledger under `data/`, backups under `backups/`, outputs under `out/`.
+pub struct Setup {
+    pub _tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub data: PathBuf,
+    pub spec: PathBuf,
+}
+
+pub fn setup(seed: u64) -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let data = dir.join("data");
+    small_sample(&data, seed);
+    let spec = write_pipeline(
+        &dir,
+        &data.join("exports").display().to_string(),
+        &data.join("ledger").display().to_string(),
+        &dir.join("out").display().to_string(),
+    );
+    // write_pipeline points backups at <dir>/backups: move the generated ones there.
+    std::fs::rename(data.join("backups"), dir.join("backups")).unwrap();
+    Setup {
+        _tmp: tmp,
+        dir,
+        data,
+        spec,
+    }
+}
+
 pub fn small_sample(dir: &Path, seed: u64) {
     let opts = lethe::sample::SampleOptions {
         tenants: 3,

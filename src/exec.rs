@@ -718,15 +718,36 @@ async fn compute_tenant(
         .iter()
         .map(|f| (f.dataset.clone(), false, f.input.path.clone()))
         .collect();
-    if let (Some(m), Some(link)) = (prev, &link_name) {
-        for f in m
+    // The previous snapshot's linking files are read once, for identity here and, when they
+    // must be rewritten, for compaction in phase 2.
+    let prev_link_files: Vec<String> = match (prev, &link_name) {
+        (Some(m), Some(link)) => m
             .datasets
             .get(link)
-            .map(|e| e.files.as_slice())
-            .unwrap_or_default()
-        {
-            reads.push((format!("{IDENTITY_ONLY}{link}"), true, f.path.clone()));
+            .map(|e| e.files.iter().map(|f| f.path.clone()).collect())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let prev_link: BTreeMap<String, DataFrame> = match &link_name {
+        Some(link) => {
+            let reads = prev_link_files
+                .iter()
+                .map(|f| (link.clone(), true, f.clone()))
+                .collect();
+            prev_link_files
+                .iter()
+                .cloned()
+                .zip(
+                    read_tagged(ctx, &p, &t, reads)
+                        .await?
+                        .into_iter()
+                        .map(|(_, df)| df),
+                )
+                .collect()
         }
+        None => BTreeMap::new(),
+    };
+    if let (Some(_), Some(link)) = (prev, &link_name) {
         let already: BTreeSet<&str> = new_files.iter().map(|f| f.input.path.as_str()).collect();
         for f in tp
             .all_exports
@@ -767,12 +788,13 @@ async fn compute_tenant(
         })
         .unwrap_or_default();
     let (p1, t1, keyed1) = (p.clone(), t.clone(), ctx.keyed.clone());
+    let identity_link: Vec<DataFrame> = prev_link.values().cloned().collect();
     let resolved = crate::runtime::cpu(move || -> Result<Resolved> {
         let perr = |e: PolarsError| {
             Error::internal(crate::error::redact_values(&format!("tenant {t1}: {e}")))
         };
         let mut new_by_ds: BTreeMap<String, Vec<DataFrame>> = BTreeMap::new();
-        let mut link_frames = Vec::new();
+        let mut link_frames: Vec<DataFrame> = identity_link;
         for (d, df) in frames {
             match d.strip_prefix(IDENTITY_ONLY) {
                 Some(_) => link_frames.push(df),
@@ -912,10 +934,24 @@ async fn compute_tenant(
         .flat_map(|(d, r)| {
             r.rewrite
                 .iter()
+                .filter(|f| !prev_link.contains_key(&f.path))
                 .map(move |f| (d.clone(), true, f.path.clone()))
         })
         .collect();
-    let old_frames = read_tagged(ctx, &p, &t, reads).await?;
+    let mut old_frames = read_tagged(ctx, &p, &t, reads).await?;
+    // Linking files to rewrite were already read for identity.
+    if let Some(link) = &link_name {
+        let rewrite = reuse
+            .get(link)
+            .map(|r| r.rewrite.as_slice())
+            .unwrap_or_default();
+        old_frames.extend(
+            rewrite
+                .iter()
+                .filter_map(|f| prev_link.get(&f.path))
+                .map(|df| (link.clone(), df.clone())),
+        );
+    }
 
     let (p2, t2, keyed2) = (p.clone(), t.clone(), ctx.keyed.clone());
     crate::runtime::cpu(move || {

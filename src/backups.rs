@@ -455,10 +455,13 @@ async fn rewrite(
     } else {
         job.prev.as_ref().map(|m| &m.applied)
     };
-    let (subjects, new_keys) = erase_subjects(job.ctx, job.tenant, &index, applied_before);
     // Files the previous manifest does not know as they are now (added or replaced since) get
     // every erasure, not only the new ones.
-    let (all_subjects, _) = erase_subjects(job.ctx, job.tenant, &index, None);
+    let (all_subjects, all_keys) = erase_subjects(job.ctx, job.tenant, &index, None);
+    let (subjects, new_keys) = match applied_before {
+        None => (all_subjects.clone(), all_keys),
+        Some(applied) => erase_subjects(job.ctx, job.tenant, &index, Some(applied)),
+    };
     let known: BTreeMap<&String, &GenerationFile> = job
         .prev
         .as_ref()

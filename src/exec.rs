@@ -1615,3 +1615,39 @@ pub async fn shred(
     crate::evidence::append(&p, ctx.out(tenant), tenant, &entry).await?;
     Ok(record)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_messages_in_any_case_and_direction_spelling() {
+        let p = crate::spec::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/pipelines/helpdesk.yaml"
+        )))
+        .unwrap();
+        let ds = p.datasets.get("sms").unwrap();
+        let df = df!(
+            "sms_id" => ["s1", "s2", "s3", "s4"],
+            "contact_id" => ["c1", "c2", "c3", "c4"],
+            "direction" => ["Inbound", "inbound", "outbound", "INBOUND"],
+            "from_number" => ["4155550101", "4155550102", "4155550103", "4155550104"],
+            "to_number" => ["4155550900"; 4],
+            "body" => [" stop ", "please don't stop calling", "STOP", "Unsubscribe"],
+            "sent_at" => [0i64; 4],
+            "updated_at" => [0i64; 4],
+        )
+        .unwrap();
+        let df = crate::conform::conform(df, ds, "t").unwrap();
+        let got = stop_senders(&p, ds, &df).unwrap();
+        // Only inbound messages whose whole body is a stop keyword; outbound STOP is not an opt-out.
+        assert_eq!(
+            got,
+            [
+                ("phone".to_string(), "+14155550101".to_string()),
+                ("phone".to_string(), "+14155550104".to_string())
+            ]
+        );
+    }
+}

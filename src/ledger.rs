@@ -338,3 +338,119 @@ pub fn resolve_field(p: &Pipeline, field: &str) -> Option<(String, String)> {
     }
     Some((ds.name.clone(), c.name.clone()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_rows(rows: &[[&str; 8]]) -> Ledger {
+        let p = crate::spec::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/pipelines/helpdesk.yaml"
+        )))
+        .unwrap();
+        let col = |i: usize| rows.iter().map(|r| r[i]).collect::<Vec<_>>();
+        let df = df!(
+            "request_id" => col(0), "tenant_id" => col(1), "kind" => col(2), "identifier_kind" => col(3),
+            "identifier" => col(4), "received_at" => col(5), "field" => col(6), "value" => col(7),
+        )
+        .unwrap();
+        let tenants: BTreeSet<String> = ["t1".to_string()].into();
+        parse(
+            &[("l.csv".into(), df)],
+            &p,
+            &tenants,
+            &Keyed::new(b"0123456789abcdef0123".to_vec()),
+        )
+    }
+
+    #[test]
+    fn rectify_values_must_fit_their_column() {
+        let l = parse_rows(&[
+            [
+                "r1",
+                "t1",
+                "rectify",
+                "email",
+                "a@b.c",
+                "2026-11-01T00:00:00Z",
+                "opted_out",
+                "maybe",
+            ],
+            [
+                "r2",
+                "t1",
+                "rectify",
+                "email",
+                "a@b.c",
+                "2026-11-01T00:00:00Z",
+                "emails.to_addrs",
+                "x@y.z",
+            ],
+            [
+                "r3",
+                "t1",
+                "rectify",
+                "email",
+                "a@b.c",
+                "2026-11-01T00:00:00Z",
+                "company",
+                "Acme",
+            ],
+        ]);
+        assert_eq!(
+            l.requests.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["r3"]
+        );
+        assert_eq!(l.rejects.len(), 2);
+        assert!(
+            l.rejects.iter().all(|r| r.reason.contains("does not fit")),
+            "{:?}",
+            l.rejects
+        );
+        // The rejects name the row, never the value.
+        assert!(!format!("{:?}", l.rejects).contains("maybe"));
+    }
+
+    #[test]
+    fn repeated_rectification_keeps_the_latest_time() {
+        let l = parse_rows(&[
+            [
+                "r1",
+                "t1",
+                "rectify",
+                "email",
+                "a@b.c",
+                "2026-11-01T00:00:00Z",
+                "company",
+                "A",
+            ],
+            [
+                "r2",
+                "t1",
+                "rectify",
+                "email",
+                "a@b.c",
+                "2026-11-02T00:00:00Z",
+                "company",
+                "B",
+            ],
+            [
+                "r3",
+                "t1",
+                "rectify",
+                "email",
+                "a@b.c",
+                "2026-11-03T00:00:00Z",
+                "company",
+                "A",
+            ],
+        ]);
+        assert_eq!(l.duplicates, 1);
+        // A=x then B=y then A=x again: A is the latest correction and sorts last.
+        assert_eq!(
+            l.requests.last().and_then(|r| r.value.as_deref()),
+            Some("A")
+        );
+    }
+}

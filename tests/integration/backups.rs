@@ -375,3 +375,21 @@ fn gc_deletes_only_unreferenced_files_after_grace() {
     assert!(o.status.success(), "live files intact: {}", text(&o));
     assert!(s.data.join("exports").exists(), "inputs untouched");
 }
+
+#[test]
+fn a_hold_naming_an_unknown_tenant_stops_before_anything_is_written() {
+    let s = setup(27);
+    std::fs::write(
+        s.dir.join("holds.yaml"),
+        "- id: TYPO-1\n  reason: litigation\n  tenant: acme-typo\n",
+    )
+    .unwrap();
+    let o = lethe(&["run", s.spec.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(78), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("TYPO-1"),
+        "{}",
+        text(&o)
+    );
+    assert!(!s.dir.join("out").exists(), "nothing written");
+}

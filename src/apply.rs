@@ -14,7 +14,7 @@ use polars::prelude::*;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::identity::{IdentSet, NormalizedFrame};
+use crate::identity::{IdentSet, NormColumn, NormalizedFrame};
 use crate::spec::{Dataset, IdentifierKind, Normalize, OnErase};
 
 /// One rectification, resolved to the person's identifiers.
@@ -312,16 +312,29 @@ pub fn apply_dataset(
         let Some(k) = kinds.get(kind) else { continue };
         let s = df.column(&c.name)?.as_materialized_series().clone();
         if c.is_list() {
-            let ca = s.list()?;
-            let mut changed = false;
-            let rows: Vec<Option<Series>> = ca
-                .amortized_iter()
-                .enumerate()
-                .map(|(i, item)| {
-                    let inner = item?;
-                    let strs = inner.as_ref().str().ok()?.clone();
-                    if held[i] {
-                        return Some(strs.into_series());
+            // Which rows hold one of the person's values: from the normalized frame, so the
+            // common case (no such row) costs one hash lookup per element and builds nothing.
+            let hits: Vec<bool> = match norm.columns.iter().find(|(n, _, _)| n == &c.name) {
+                Some((_, _, NormColumn::List(rows))) => rows
+                    .iter()
+                    .zip(held.iter().zip(&rectified))
+                    // A rectified row may hold new values: check it from scratch below.
+                    .map(|(r, (h, f))| !h && (*f || r.iter().any(|n| values.contains(n))))
+                    .collect(),
+                _ => vec![true; df.height()],
+            };
+            if hits.iter().any(|h| *h) {
+                let ca = s.list()?;
+                let mut b = ListStringChunkedBuilder::new(c.name.as_str().into(), ca.len(), 0);
+                for (i, item) in ca.amortized_iter().enumerate() {
+                    let Some(inner) = item else {
+                        b.append_null();
+                        continue;
+                    };
+                    let strs = inner.as_ref().str()?;
+                    if !hits[i] {
+                        b.append_trusted_len_iter(strs.iter());
+                        continue;
                     }
                     let keep: Vec<Option<&str>> = strs
                         .iter()
@@ -332,14 +345,10 @@ pub fn apply_dataset(
                         .collect();
                     if keep.len() != strs.len() {
                         redacted[i] = true;
-                        changed = true;
                     }
-                    Some(Series::new(PlSmallStr::EMPTY, keep))
-                })
-                .collect();
-            if changed {
-                let mut l: ListChunked = rows.into_iter().collect();
-                l.rename(c.name.as_str().into());
+                    b.append_trusted_len_iter(keep.into_iter());
+                }
+                let l = b.finish();
                 df.with_column(l.into_series().cast(&s.dtype().clone())?.into_column())?;
             }
         } else {

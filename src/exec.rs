@@ -60,6 +60,19 @@ pub struct RunOptions {
     /// Run only the tenants of shard `index` of `count` (stable hash of the tenant id). Shards
     /// own disjoint tenants and each tenant has its own commit log, so shards never conflict.
     pub shard: Option<Shard>,
+    /// Tenants processed at once; 0 means one per CPU. Peak memory is about this many times the
+    /// largest tenant's working set.
+    pub tenant_concurrency: usize,
+}
+
+impl RunOptions {
+    /// The effective number of tenants in flight.
+    pub fn concurrency(&self) -> usize {
+        match self.tenant_concurrency {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -1418,7 +1431,7 @@ fn snapshot_evidence(m: &Manifest) -> crate::evidence::Entry {
     }
 }
 
-/// `lethe run` and `lethe plan`: every tenant, one after another.
+/// `lethe run` and `lethe plan`: every tenant, several at once (`RunOptions::tenant_concurrency`).
 pub async fn run(p: Arc<Pipeline>, opts: RunOptions, reporter: &dyn Reporter) -> Result<RunReport> {
     let started_at = chrono::Utc::now().to_rfc3339();
     let run_id = opts.run_id.clone().unwrap_or_else(|| {
@@ -1469,9 +1482,41 @@ pub async fn run(p: Arc<Pipeline>, opts: RunOptions, reporter: &dyn Reporter) ->
             });
         }
     }
+    // Tenants are independent (own inputs, own commit log), so several run at once: one per CPU
+    // by default. Each tenant's own work stays ordered; reports keep the plan's tenant order.
+    let mut outcomes: BTreeMap<usize, Result<TenantReport>> = {
+        let (ctx, opts, run_id) = (&ctx, &opts, run_id.as_str());
+        futures::stream::iter(
+            plan.tenants
+                .iter()
+                .enumerate()
+                .filter(|(_, tp)| tp.changed || opts.dry_run),
+        )
+        .map(|(i, tp)| async move {
+            reporter.report(Event::TenantStarted {
+                tenant: tp.tenant.clone(),
+            });
+            let outcome = run_tenant(ctx, tp, run_id, opts).await;
+            match &outcome {
+                Ok(r) => reporter.report(Event::TenantDone {
+                    tenant: tp.tenant.clone(),
+                    committed: r.status == TenantStatus::Committed,
+                    rows_out: r.datasets.values().map(|d| d.rows_out).sum(),
+                    files: r.datasets.values().map(|d| d.files).sum(),
+                }),
+                Err(e) => reporter.report(Event::Warning {
+                    message: format!("tenant {} failed: {e}", tp.tenant),
+                }),
+            }
+            (i, outcome)
+        })
+        .buffer_unordered(opts.concurrency())
+        .collect()
+        .await
+    };
     let mut reports = Vec::new();
-    for tp in plan.tenants.iter_mut() {
-        if !tp.changed && !opts.dry_run {
+    for (i, tp) in plan.tenants.iter_mut().enumerate() {
+        let Some(outcome) = outcomes.remove(&i) else {
             reporter.report(Event::TenantSkipped {
                 tenant: tp.tenant.clone(),
                 reason: "nothing new since the last commit".into(),
@@ -1487,42 +1532,28 @@ pub async fn run(p: Arc<Pipeline>, opts: RunOptions, reporter: &dyn Reporter) ->
                 exit_code: None,
             });
             continue;
-        }
-        reporter.report(Event::TenantStarted {
-            tenant: tp.tenant.clone(),
-        });
-        match run_tenant(&ctx, tp, &run_id, &opts).await {
+        };
+        reports.push(match outcome {
             Ok(mut r) => {
                 r.holds = ctx
                     .active_holds(&tp.tenant)
                     .iter()
                     .map(|h| format!("{}: {}", h.id, h.reason))
                     .collect();
-                reporter.report(Event::TenantDone {
-                    tenant: tp.tenant.clone(),
-                    committed: r.status == TenantStatus::Committed,
-                    rows_out: r.datasets.values().map(|d| d.rows_out).sum(),
-                    files: r.datasets.values().map(|d| d.files).sum(),
-                });
                 tp.datasets = r.datasets.clone();
-                reports.push(r);
+                r
             }
-            Err(e) => {
-                reporter.report(Event::Warning {
-                    message: format!("tenant {} failed: {e}", tp.tenant),
-                });
-                reports.push(TenantReport {
-                    tenant: tp.tenant.clone(),
-                    status: TenantStatus::Failed,
-                    sequence: tp.previous_sequence,
-                    datasets: BTreeMap::new(),
-                    requests_applied: 0,
-                    holds: Vec::new(),
-                    error: Some(e.to_string()),
-                    exit_code: Some(e.exit_code()),
-                });
-            }
-        }
+            Err(e) => TenantReport {
+                tenant: tp.tenant.clone(),
+                status: TenantStatus::Failed,
+                sequence: tp.previous_sequence,
+                datasets: BTreeMap::new(),
+                requests_applied: 0,
+                holds: Vec::new(),
+                error: Some(e.to_string()),
+                exit_code: Some(e.exit_code()),
+            },
+        });
     }
     let report = RunReport {
         run_id: run_id.clone(),

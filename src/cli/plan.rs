@@ -38,6 +38,7 @@ pub fn exec(a: Args, reporter: &dyn Reporter) -> Result<i32, Error> {
             run_id: Some("plan".into()),
             as_of: a.as_of,
             shard: None,
+            tenant_concurrency: 0,
         },
         reporter,
     ))?;

@@ -28,6 +28,15 @@ pub struct Args {
     /// Also write the run report (JSON) here.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Tenants processed at once (default: one per CPU). Peak memory grows with it: about this
+    /// many times the largest tenant's working set.
+    #[arg(
+        long,
+        env = "LETHE_TENANT_CONCURRENCY",
+        default_value_t = 0,
+        hide_default_value = true
+    )]
+    tenant_concurrency: usize,
 }
 
 pub fn print_summary(r: &RunReport) {
@@ -166,6 +175,7 @@ pub fn exec(a: Args, reporter: &dyn Reporter) -> Result<i32, Error> {
             run_id: None,
             as_of: a.as_of,
             shard,
+            tenant_concurrency: a.tenant_concurrency,
         },
         reporter,
     ))?;

@@ -7,8 +7,6 @@ use polars::prelude::*;
 
 use crate::spec::Dataset;
 
-const SEQ: &str = "__lethe_seq";
-
 /// Deduplicates `frames` (oldest first, all conformed to `ds`) and sorts the result by the
 /// dataset's `sort_by` (then its primary key) so identical inputs give identical output.
 pub fn compact(frames: Vec<DataFrame>, ds: &Dataset) -> PolarsResult<DataFrame> {
@@ -18,8 +16,8 @@ pub fn compact(frames: Vec<DataFrame>, ds: &Dataset) -> PolarsResult<DataFrame> 
         ));
     }
     let mut lfs = Vec::with_capacity(frames.len());
-    for (i, df) in frames.into_iter().enumerate() {
-        lfs.push(df.lazy().with_column(lit(i as u32).alias(SEQ)));
+    for df in frames {
+        lfs.push(df.lazy());
     }
     let all = concat(
         lfs,
@@ -30,25 +28,23 @@ pub fn compact(frames: Vec<DataFrame>, ds: &Dataset) -> PolarsResult<DataFrame> 
         },
     )?;
     let pk: Vec<PlSmallStr> = ds.primary_key.iter().map(|s| s.as_str().into()).collect();
-    let mut order: Vec<Expr> = pk.iter().map(|c| col(c.clone())).collect();
-    if let Some(v) = &ds.version_column {
-        order.push(col(v.as_str()));
-    }
-    order.push(col(SEQ));
-    let n = order.len();
-    let deduped = all
-        .sort_by_exprs(
-            order,
+    // Inputs are concatenated oldest first, so "the last row of a key" is the latest input's;
+    // with a version column, a stable sort by version alone (nulls first) makes it the largest
+    // version, ties going to the later input. One hash pass on the key then keeps that row:
+    // cheaper than sorting on the key.
+    let ordered = match &ds.version_column {
+        Some(v) => all.sort(
+            [v.as_str()],
             SortMultipleOptions::default()
-                .with_order_descending_multi(vec![false; n])
                 .with_nulls_last(false)
                 .with_maintain_order(true),
-        )
-        .unique_stable(
-            Some(by_name(pk.clone(), true, false)),
-            UniqueKeepStrategy::Last,
-        )
-        .drop(by_name([SEQ], true, false));
+        ),
+        None => all,
+    };
+    let deduped = ordered.unique_stable(
+        Some(by_name(pk.clone(), true, false)),
+        UniqueKeepStrategy::Last,
+    );
     let mut sort_cols: Vec<PlSmallStr> = ds.sort_by.iter().map(|s| s.as_str().into()).collect();
     for k in &pk {
         if !sort_cols.contains(k) {
@@ -64,4 +60,75 @@ pub fn compact(frames: Vec<DataFrame>, ds: &Dataset) -> PolarsResult<DataFrame> 
                 .with_maintain_order(true),
         )
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contacts(version: bool) -> Dataset {
+        let p = crate::spec::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/pipelines/helpdesk.yaml"
+        )))
+        .unwrap();
+        let mut ds = p.datasets["contacts"].clone();
+        ds.sort_by = Vec::new();
+        if !version {
+            ds.version_column = None;
+        }
+        ds
+    }
+
+    fn frame(rows: &[(&str, Option<i64>, &str)]) -> DataFrame {
+        df!(
+            "contact_id" => rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+            "updated_at" => rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+            "mark" => rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+        )
+        .unwrap()
+    }
+
+    fn marks(df: &DataFrame) -> Vec<(String, String)> {
+        let ids = df.column("contact_id").unwrap().str().unwrap().clone();
+        let marks = df.column("mark").unwrap().str().unwrap().clone();
+        ids.iter()
+            .zip(marks.iter())
+            .map(|(i, m)| (i.unwrap().to_string(), m.unwrap().to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn largest_version_wins_and_ties_go_to_the_later_input() {
+        let a = frame(&[
+            ("1", Some(10), "a"),
+            ("2", Some(5), "a"),
+            ("3", None, "a"),
+            ("4", None, "a"),
+        ]);
+        let b = frame(&[
+            ("1", Some(10), "b"),
+            ("2", Some(3), "b"),
+            ("3", None, "b"),
+            ("4", Some(1), "b"),
+        ]);
+        let c = frame(&[("3", None, "c"), ("5", Some(1), "c"), ("5", Some(1), "c2")]);
+        let out = compact(vec![a, b, c], &contacts(true)).unwrap();
+        assert_eq!(
+            marks(&out),
+            [("1", "b"), ("2", "a"), ("3", "c"), ("4", "b"), ("5", "c2")]
+                .map(|(i, m)| (i.to_string(), m.to_string()))
+        );
+    }
+
+    #[test]
+    fn without_a_version_the_latest_input_wins() {
+        let a = frame(&[("2", Some(9), "a"), ("1", Some(9), "a")]);
+        let b = frame(&[("2", Some(1), "b")]);
+        let out = compact(vec![a, b], &contacts(false)).unwrap();
+        assert_eq!(
+            marks(&out),
+            [("1", "a"), ("2", "b")].map(|(i, m)| (i.to_string(), m.to_string()))
+        );
+    }
 }

@@ -975,6 +975,10 @@ async fn compute_tenant(
         for (d, df) in old_frames {
             by_ds.entry(d).or_default().push(df);
         }
+        // Rows an earlier night wrote already had every erasure and opt-out known then applied
+        // (held rows aside, and a change of holds makes the night full): only tonight's new rows
+        // can bring back a person known from the suppression list by hash.
+        let fresh: BTreeMap<String, Vec<DataFrame>> = if full { BTreeMap::new() } else { new_by_ds.clone() };
         for (d, frames) in std::mem::take(&mut new_by_ds) {
             by_ds.entry(d).or_default().extend(frames);
         }
@@ -990,7 +994,13 @@ async fn compute_tenant(
                     let df = crate::compact::compact(frames, ds).map_err(perr)?;
                     // People handled on earlier nights, known here only by keyed hash.
                     let mut subjects = subjects.clone();
-                    rehydrate(&df, ds, &p2.identifiers, &th, &carried, &mut subjects).map_err(perr)?;
+                    if full {
+                        rehydrate(&df, ds, &p2.identifiers, &th, &carried, &mut subjects).map_err(perr)?;
+                    } else {
+                        for df in fresh.get(&ds.name).into_iter().flatten() {
+                            rehydrate(df, ds, &p2.identifiers, &th, &carried, &mut subjects).map_err(perr)?;
+                        }
+                    }
                     let mentions = MentionMatcher::new(&subjects.erase, &p2.identifiers);
                     let months = if ds.retain.is_some() { ds.retain_months } else { ds.retention_months };
                     let purge = ds.retain.is_none()
@@ -1192,7 +1202,8 @@ async fn write_tenant(
                         .and_then(|s| s.i64().ok().and_then(|ca| ca.min())),
                     None => None,
                 };
-                if n == 0 && i > 0 {
+                // An empty file only when the dataset would otherwise have none (its schema).
+                if n == 0 && (i > 0 || !keep.is_empty()) {
                     continue;
                 }
                 let mut part: DataFrame = part;

@@ -42,7 +42,34 @@ pub fn parse_requested(kind: &IdentifierKind, raw: &str) -> Result<String, &'sta
     Ok(n)
 }
 
+/// Phone parsing (libphonenumber's rules, regex-heavy) was the largest single cost of a run, and
+/// the same numbers recur across datasets and phases (contacts, SMS, calls, footer fingerprints),
+/// so each thread remembers its recent results. A pure function's memo: it holds nothing that
+/// outlives the process and answers the same for every tenant.
+const PHONE_MEMO_MAX: usize = 1 << 18;
+
+thread_local! {
+    #[allow(clippy::type_complexity)]
+    static PHONE_MEMO: std::cell::RefCell<HashMap<Option<phonenumber::country::Id>, HashMap<String, Option<String>>>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
 fn normalize_phone(t: &str, country: Option<phonenumber::country::Id>) -> Option<String> {
+    if let Some(hit) = PHONE_MEMO.with_borrow(|m| m.get(&country).and_then(|m| m.get(t)).cloned()) {
+        return hit;
+    }
+    let v = parse_phone(t, country);
+    PHONE_MEMO.with_borrow_mut(|m| {
+        let m = m.entry(country).or_default();
+        if m.len() >= PHONE_MEMO_MAX {
+            m.clear();
+        }
+        m.insert(t.to_string(), v.clone());
+    });
+    v
+}
+
+fn parse_phone(t: &str, country: Option<phonenumber::country::Id>) -> Option<String> {
     // `00` is the international call prefix in most of the world (also written for US numbers in
     // exports as `001...`): read it as `+`.
     let owned;

@@ -644,15 +644,35 @@ struct TenantOutput {
     rewrite_key: String,
 }
 
-/// One dataset of a tenant after tonight's work: the rows processed, their stats, and the
-/// previous files kept as they are.
-type Processed = (DataFrame, ApplyStats, Vec<FileEntry>);
+/// One dataset of a tenant after tonight's work: the rows processed, their stats, the previous
+/// files kept as they are, and (see [`FingerprintBase`]) what its fingerprint may start from.
+type Processed = (
+    DataFrame,
+    ApplyStats,
+    Vec<FileEntry>,
+    Option<FingerprintBase>,
+);
+
+/// The processed rows came from one earlier file plus tonight's rows: the new file's footer
+/// fingerprint is that file's plus the fresh rows' entries (`fingerprint::extend`), instead of
+/// indexing every row again.
+struct FingerprintBase {
+    /// The earlier file's fingerprint (base64), checked against this key and these rules.
+    bits: String,
+    /// The processed rows that came from tonight's exports.
+    fresh: DataFrame,
+}
+
+/// Marks, through compaction and apply, the rows that came from tonight's exports.
+const FRESH: &str = "__lethe_fresh";
 
 /// Previous snapshot files of one dataset, split into those a night keeps and those it rewrites.
 #[derive(Default)]
 struct Reuse {
     keep: Vec<FileEntry>,
     rewrite: Vec<FileEntry>,
+    /// Fingerprints (base64) of rewritten files whose footer was read and checked.
+    fingerprints: BTreeMap<String, String>,
 }
 
 /// A string naming everything besides inputs that decides rows: when it changes between two
@@ -889,6 +909,7 @@ async fn compute_tenant(
             suppression.insert(format!("{k},{},opted_out", th.identifier(&k, &v)));
         }
         let carried: Vec<(String, String, String)> = prev_suppression;
+        let new_rectify = !new_rectify.is_empty();
         Ok(Resolved {
             new_by_ds,
             subjects,
@@ -896,6 +917,7 @@ async fn compute_tenant(
             held,
             delta,
             new_keys,
+            new_rectify,
             suppression,
             carried,
         })
@@ -929,8 +951,13 @@ async fn compute_tenant(
                         match crate::fingerprint::from_metadata(&kv, fp_key, ds, &p.identifiers) {
                             None => true,
                             Some(fp) => {
-                                fp.may_hold(&resolved.delta, &p.identifiers)
-                                    || keys.is_some_and(|ks| ks.iter().any(|k| fp.may_hold_key(k)))
+                                let must = fp.may_hold(&resolved.delta, &p.identifiers)
+                                    || keys.is_some_and(|ks| ks.iter().any(|k| fp.may_hold_key(k)));
+                                if let (true, Some(bits)) = (must, kv.get(crate::fingerprint::KEY))
+                                {
+                                    r.fingerprints.insert(f.path.clone(), bits.clone());
+                                }
+                                must
                             }
                         }
                     };
@@ -968,19 +995,27 @@ async fn compute_tenant(
 
     let (p2, t2, keyed2) = (p.clone(), t.clone(), ctx.keyed.clone());
     crate::runtime::cpu(move || {
-        let Resolved { mut new_by_ds, subjects, applied, held, suppression, carried, .. } = resolved;
+        let Resolved { mut new_by_ds, subjects, applied, held, suppression, carried, new_rectify, .. } = resolved;
         let perr = |e: PolarsError| Error::internal(crate::error::redact_values(&format!("tenant {t2}: {e}")));
         let mut by_ds: BTreeMap<String, Vec<DataFrame>> = BTreeMap::new();
         // Compaction order: previous snapshot rows first, then exports oldest to newest.
+        let mark = |df: DataFrame, fresh: bool| -> Result<DataFrame> {
+            let mut df = df;
+            df.with_column(Column::new_scalar(FRESH.into(), Scalar::from(fresh), df.height()))
+                .map_err(perr)?;
+            Ok(df)
+        };
         for (d, df) in old_frames {
-            by_ds.entry(d).or_default().push(df);
+            by_ds.entry(d).or_default().push(mark(df, false)?);
         }
         // Rows an earlier night wrote already had every erasure and opt-out known then applied
         // (held rows aside, and a change of holds makes the night full): only tonight's new rows
         // can bring back a person known from the suppression list by hash.
         let fresh: BTreeMap<String, Vec<DataFrame>> = if full { BTreeMap::new() } else { new_by_ds.clone() };
         for (d, frames) in std::mem::take(&mut new_by_ds) {
-            by_ds.entry(d).or_default().extend(frames);
+            for df in frames {
+                by_ds.entry(d.clone()).or_default().push(mark(df, true)?);
+            }
         }
         let th = keyed2.for_tenant(&t2);
         let names: Vec<Dataset> = p2.tenant_datasets().cloned().collect();
@@ -1013,8 +1048,24 @@ async fn compute_tenant(
                         hold_all: hold_all.contains(&ds.name),
                         held: &held,
                     };
-                    let (out, stats) = apply::apply_dataset(df, ds, &p2.identifiers, &subjects, &policy).map_err(perr)?;
-                    Ok((ds.name.clone(), (out, stats, keep)))
+                    let (mut out, stats) = apply::apply_dataset(df, ds, &p2.identifiers, &subjects, &policy).map_err(perr)?;
+                    let fresh_rows = match out.column(FRESH) {
+                        Ok(c) => Some(c.bool().map_err(perr)?.clone()),
+                        Err(_) => None,
+                    };
+                    if fresh_rows.is_some() {
+                        out = out.drop(FRESH).map_err(perr)?;
+                    }
+                    // One earlier file rewritten, no rectification new tonight (it may add values),
+                    // not a full recompute: its fingerprint plus the fresh rows' entries will do.
+                    let base = match (full || new_rectify, reuse.get(&ds.name), fresh_rows) {
+                        (false, Some(r), Some(mask)) if r.rewrite.len() == 1 => match r.fingerprints.get(&r.rewrite[0].path) {
+                            Some(bits) => Some(FingerprintBase { bits: bits.clone(), fresh: out.filter(&mask).map_err(perr)? }),
+                            None => None,
+                        },
+                        _ => None,
+                    };
+                    Ok((ds.name.clone(), (out, stats, keep, base)))
                 })
                 .collect()
         };
@@ -1034,6 +1085,8 @@ struct Resolved {
     delta: IdentSet,
     /// Primary keys re-sent tonight, per dataset.
     new_keys: BTreeMap<String, BTreeSet<String>>,
+    /// A rectification not applied before: rewritten rows may hold values no footer indexes.
+    new_rectify: bool,
     suppression: BTreeSet<String>,
     /// The previous suppression list: (kind, hash, reason).
     carried: Vec<(String, String, String)>,
@@ -1114,17 +1167,29 @@ pub fn with_fingerprint(
     kinds: &BTreeMap<String, crate::spec::IdentifierKind>,
     key: &[u8; 16],
 ) -> Result<crate::parquet_io::WriteOptions> {
-    let mut o = opts.clone();
     let fp = crate::fingerprint::build(df, ds, kinds, key)
         .map_err(|e| Error::internal(format!("fingerprint: {e}")))?;
-    if let Some(fp) = fp {
-        o.metadata.push((crate::fingerprint::KEY.into(), fp));
-        o.metadata.push((
-            crate::fingerprint::CHECK.into(),
-            crate::fingerprint::check_value(key, ds, kinds),
-        ));
-    }
-    Ok(o)
+    Ok(match fp {
+        Some(fp) => fingerprinted(opts, fp, ds, kinds, key),
+        None => opts.clone(),
+    })
+}
+
+/// Write options carrying fingerprint `fp` and its check value.
+fn fingerprinted(
+    opts: &crate::parquet_io::WriteOptions,
+    fp: String,
+    ds: &Dataset,
+    kinds: &BTreeMap<String, crate::spec::IdentifierKind>,
+    key: &[u8; 16],
+) -> crate::parquet_io::WriteOptions {
+    let mut o = opts.clone();
+    o.metadata.push((crate::fingerprint::KEY.into(), fp));
+    o.metadata.push((
+        crate::fingerprint::CHECK.into(),
+        crate::fingerprint::check_value(key, ds, kinds),
+    ));
+    o
 }
 
 /// One dataset's encoded snapshot files: (name, stats, rows, [(path, bytes, rows, min_ts)], kept files).
@@ -1170,7 +1235,7 @@ async fn write_tenant(
     // Encode on rayon.
     let encoded: Vec<Encoded> = crate::runtime::cpu(move || {
         let mut res = Vec::new();
-        for (name, (df, stats, keep)) in datasets {
+        for (name, (df, stats, keep, base)) in datasets {
             let ds = p
                 .datasets
                 .get(&name)
@@ -1188,6 +1253,13 @@ async fn write_tenant(
                 ],
             };
             let rows = df.height() as u64 + keep.iter().map(|f| f.rows).sum::<u64>();
+            let extended = match &base {
+                Some(b) => {
+                    crate::fingerprint::extend(&b.bits, &b.fresh, ds, &p.identifiers, &fp_key)
+                        .map_err(|e| Error::internal(format!("fingerprint: {e}")))?
+                }
+                None => None,
+            };
             let mut files = Vec::new();
             for (i, part) in crate::parquet_io::split_for_size(&df, p.policies.target_file_size)
                 .into_iter()
@@ -1207,7 +1279,11 @@ async fn write_tenant(
                     continue;
                 }
                 let mut part: DataFrame = part;
-                let part_opts = with_fingerprint(&opts, &part, ds, &p.identifiers, &fp_key)?;
+                let part_opts = match &extended {
+                    // Every part holds a subset of the rows the extended filter indexes.
+                    Some(fp) => fingerprinted(&opts, fp.clone(), ds, &p.identifiers, &fp_key),
+                    None => with_fingerprint(&opts, &part, ds, &p.identifiers, &fp_key)?,
+                };
                 let bytes = crate::parquet_io::write_parquet(&mut part, &part_opts)?;
                 files.push((
                     format!(

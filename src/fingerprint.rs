@@ -203,6 +203,41 @@ pub fn build(
     Ok(Some(base64::engine::general_purpose::STANDARD.encode(bits)))
 }
 
+/// A fingerprint for a file rewritten from one earlier file: the earlier file's fingerprint plus
+/// the entries of `fresh` (rows that file did not hold). Rows dropped, redacted or masked since
+/// only remove entries, so the earlier filter still answers soundly (a false positive costs a
+/// read, never a missed person). `None` when the filter would be too full for its false-positive
+/// rate (or `base` is unreadable): then build one from scratch.
+pub fn extend(
+    base: &str,
+    fresh: &DataFrame,
+    ds: &Dataset,
+    kinds: &BTreeMap<String, IdentifierKind>,
+    key: &[u8; 16],
+) -> PolarsResult<Option<String>> {
+    let Ok(bits) = base64::engine::general_purpose::STANDARD.decode(base) else {
+        return Ok(None);
+    };
+    if bits.is_empty() || bits.len() % 32 != 0 {
+        return Ok(None);
+    }
+    let mut f = Sbbf::new(&bits);
+    for h in &entry_hashes(fresh, ds, kinds, key)? {
+        f.insert(&h.to_le_bytes()[..]);
+    }
+    let mut out = Vec::with_capacity(bits.len());
+    if f.write_bitset(&mut out).is_err() {
+        return Ok(None);
+    }
+    // At its design size a filter for 1% is a little over half full (8 bits per entry, each in
+    // one 256-bit block); past 60% the rate has drifted well above it.
+    let ones: u64 = out.iter().map(|b| u64::from(b.count_ones())).sum();
+    if ones as f64 > 0.6 * (out.len() * 8) as f64 {
+        return Ok(None);
+    }
+    Ok(Some(base64::engine::general_purpose::STANDARD.encode(out)))
+}
+
 /// The keyed hash an entry is stored under: without the tenant's key, nobody can test whether a
 /// file holds a given email or phone number.
 fn keyed(entry: &str, key: &[u8; 16]) -> [u8; 8] {
@@ -313,5 +348,54 @@ mod tests {
         assert!(!fp.may_hold(&one("phone", "+14155550177"), &p.identifiers));
         assert!(!fp.may_hold(&one("contact_id", "c9"), &p.identifiers));
         assert!(!other.may_hold(&one("phone", "+14155550100"), &p.identifiers));
+    }
+
+    #[test]
+    fn an_extended_fingerprint_answers_for_old_and_fresh_rows_and_refuses_to_overfill() {
+        let p = crate::spec::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/pipelines/helpdesk.yaml"
+        )))
+        .unwrap();
+        let ds = p.datasets.get("contacts").unwrap().clone();
+        let frame = |ids: Vec<String>| {
+            let n = ids.len();
+            let emails: Vec<String> = ids.iter().map(|i| format!("{i}@example.com")).collect();
+            let mut cols: Vec<Column> = Vec::new();
+            for c in ds.columns.values() {
+                let s = match c.name.as_str() {
+                    "contact_id" => Series::new(c.name.as_str().into(), ids.clone()),
+                    "email" => Series::new(c.name.as_str().into(), emails.clone()),
+                    _ => Series::full_null(c.name.as_str().into(), n, &crate::conform::dtype(c.ty)),
+                };
+                cols.push(s.into_column());
+            }
+            DataFrame::new(n, cols).unwrap()
+        };
+        let key = [3u8; 16];
+        let old = frame((0..200).map(|i| format!("old{i}")).collect());
+        let base = build(&old, &ds, &p.identifiers, &key).unwrap().unwrap();
+        let fresh = frame(vec!["new1".into()]);
+        let ext = extend(&base, &fresh, &ds, &p.identifiers, &key)
+            .unwrap()
+            .unwrap();
+        let fp = Fingerprint::decode(&ext, key).unwrap();
+        let one = |k: &str, v: &str| {
+            let mut s = IdentSet::default();
+            s.insert(k, v);
+            s
+        };
+        assert!(fp.may_hold(&one("contact_id", "old7"), &p.identifiers));
+        assert!(fp.may_hold(&one("email", "old7@example.com"), &p.identifiers));
+        assert!(fp.may_hold(&one("contact_id", "new1"), &p.identifiers));
+        assert!(fp.may_hold(&one("email", "new1@example.com"), &p.identifiers));
+        assert!(fp.may_hold_key("new1"));
+        assert!(!fp.may_hold(&one("email", "nobody@example.com"), &p.identifiers));
+        // Fifty times the rows the filter was sized for: rebuild instead.
+        let many = frame((0..10_000).map(|i| format!("many{i}")).collect());
+        assert_eq!(
+            extend(&base, &many, &ds, &p.identifiers, &key).unwrap(),
+            None
+        );
     }
 }

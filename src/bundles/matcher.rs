@@ -2,10 +2,11 @@
 //! row that its requester may see. Pure: frames in, row lists and masked frames out, no I/O.
 //!
 //! A scan must not cost one pass per request, so every request's resolved identifiers go into one
-//! map (normalized identifier → requests), and every raw cell value is normalized at most once per
-//! tenant (phone parsing is the expensive part). Per file, each identifier column's *distinct*
-//! values are looked up, the few that belong to someone are turned into a vectorized `is_in`
-//! mask, and only rows that hit are looked at one by one to split them between requests.
+//! map (normalized identifier → requests), and every distinct raw cell value is normalized once
+//! per tenant and cached (raw value → interned set of requests; phone parsing is the expensive
+//! part, and a tenant's data repeats the same few thousand addresses and numbers). Each cell of
+//! an identifier column then costs one hash lookup of its bytes, with no allocation: only the
+//! few cells that belong to someone are kept, as (row, request set) pairs, and split per request.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -27,13 +28,10 @@ pub struct Matcher {
     kinds: BTreeMap<String, IdentifierKind>,
     /// kind → normalized value → requests (sorted, deduplicated).
     wanted: HashMap<String, HashMap<String, Vec<ReqIdx>>>,
-    /// kind → every wanted normalized value, as the list `is_in` takes.
-    wanted_lists: HashMap<String, Series>,
     /// Phone kinds → last 4 digits of every wanted number (see [`Matcher::may_be_wanted_phone`]).
     phone_tails: HashMap<String, HashSet<String>>,
-    /// kind → raw value → index into `sets`; 0 is "nobody's". Phones only: parsing them is the
-    /// expensive part, and a tenant's data repeats the same few thousand numbers.
-    cache: HashMap<String, HashMap<String, u32>>,
+    /// kind → raw value → index into `sets`; 0 is "nobody's".
+    cache: HashMap<String, PlHashMap<String, u32>>,
     /// Interned request sets: most values belong to one request or none, so rows share them.
     sets: Vec<Vec<ReqIdx>>,
     set_ids: HashMap<Vec<ReqIdx>, u32>,
@@ -76,13 +74,8 @@ impl Matcher {
                 }
             }
         }
-        let mut wanted_lists = HashMap::new();
         let mut phone_tails: HashMap<String, HashSet<String>> = HashMap::new();
         for (kind, values) in &wanted {
-            let list: Vec<&str> = values.keys().map(String::as_str).collect();
-            if let Ok(l) = Series::new(PlSmallStr::EMPTY, list).implode() {
-                wanted_lists.insert(kind.clone(), l.into_series());
-            }
             if kinds
                 .get(kind)
                 .is_some_and(|k| k.normalize == Normalize::Phone)
@@ -99,7 +92,6 @@ impl Matcher {
         Matcher {
             kinds: kinds.clone(),
             wanted,
-            wanted_lists,
             phone_tails,
             cache: HashMap::new(),
             sets: vec![Vec::new()],
@@ -140,13 +132,9 @@ impl Matcher {
             .unwrap_or_default()
     }
 
-    /// The set id of a raw value, normalizing (and caching) it on first sight.
-    fn lookup(&mut self, kind: &str, raw: &str) -> u32 {
-        if let Some(id) = self.cache.get(kind).and_then(|m| m.get(raw)) {
-            return *id;
-        }
-        let reqs = self.requests_of_normalized(kind, raw);
-        let id = if reqs.is_empty() {
+    /// The set id of a list of requests, interning it on first sight.
+    fn intern(&mut self, reqs: Vec<ReqIdx>) -> u32 {
+        if reqs.is_empty() {
             0
         } else if let Some(id) = self.set_ids.get(&reqs) {
             *id
@@ -155,11 +143,27 @@ impl Matcher {
             self.sets.push(reqs.clone());
             self.set_ids.insert(reqs, id);
             id
-        };
-        self.cache
-            .entry(kind.to_string())
-            .or_default()
-            .insert(raw.to_string(), id);
+        }
+    }
+
+    /// The set id of a raw value, normalizing (and caching) it on first sight.
+    #[cfg(test)]
+    fn lookup(&mut self, kind: &str, raw: &str) -> u32 {
+        let mut cache = self.cache.remove(kind).unwrap_or_default();
+        let id = self.lookup_in(&mut cache, kind, raw);
+        self.cache.insert(kind.to_string(), cache);
+        id
+    }
+
+    /// As [`Matcher::lookup`], with the kind's cache taken out of `self` (so a column's values
+    /// are looked up without hashing the kind each time).
+    fn lookup_in(&mut self, cache: &mut PlHashMap<String, u32>, kind: &str, raw: &str) -> u32 {
+        if let Some(id) = cache.get(raw) {
+            return *id;
+        }
+        let reqs = self.requests_of_normalized(kind, raw);
+        let id = self.intern(reqs);
+        cache.insert(raw.to_string(), id);
         id
     }
 
@@ -176,50 +180,6 @@ impl Matcher {
         self.requests_of(kind, raw).binary_search(&req).is_ok()
     }
 
-    /// Per value of `values` (raw strings of `kind`): does it belong to some request; and, for
-    /// emails and ids, the normalized values (to look requests up by without normalizing again).
-    fn hits(
-        &mut self,
-        kind: &str,
-        values: &StringChunked,
-    ) -> PolarsResult<Option<(BooleanChunked, Option<StringChunked>)>> {
-        let (Some(k), Some(list)) = (self.kinds.get(kind), self.wanted_lists.get(kind)) else {
-            return Ok(None);
-        };
-        match k.normalize {
-            // Trimming and lowercasing are vectorized: no per-value work in lethe's code. This
-            // is exactly `identity::normalize` for these kinds; keep the two in step.
-            Normalize::Email | Normalize::Id => {
-                let trim = Column::full_null(PlSmallStr::EMPTY, 1, &DataType::Null);
-                let mut norm = values.strip_chars(&trim)?;
-                if k.normalize == Normalize::Email {
-                    norm = norm.to_lowercase();
-                }
-                let mask = is_in(&norm.clone().into_series(), list, false)?;
-                Ok(mask.any().then_some((mask, Some(norm))))
-            }
-            Normalize::Phone => {
-                let distinct = values.unique()?;
-                let mut found: Vec<&str> = Vec::new();
-                for v in distinct.iter().flatten() {
-                    if self.lookup(kind, v) != 0 {
-                        found.push(v);
-                    }
-                }
-                if found.is_empty() {
-                    return Ok(None);
-                }
-                let wanted = Series::new(PlSmallStr::EMPTY, found)
-                    .implode()?
-                    .into_series();
-                Ok(Some((
-                    is_in(&values.clone().into_series(), &wanted, false)?,
-                    None,
-                )))
-            }
-        }
-    }
-
     /// Splits one frame of `ds` between the requests its rows belong to. A row belongs to a
     /// request when any identifier column (scalar or list) holds one of its identifiers.
     pub fn split(
@@ -231,124 +191,99 @@ impl Matcher {
         if df.height() == 0 || self.wanted.is_empty() {
             return Ok(out);
         }
-        let mut hits: Vec<ColumnHits> = Vec::new();
+        // (row, request set, owned) of every identifier value that belongs to someone: a few
+        // per person, however large the frame.
+        let mut hits: Vec<(IdxSize, u32, bool)> = Vec::new();
         for c in ds.identifier_columns() {
-            let Some(kind) = c.identifier.clone() else {
+            let Some(kind) = c.identifier.as_deref() else {
                 continue;
             };
-            if !self.wanted.contains_key(&kind) {
+            if !self.wanted.contains_key(kind) {
                 continue;
             }
             let owned = c.on_erase != Some(OnErase::Redact);
             let s = df.column(&c.name)?.as_materialized_series();
-            let (values, offsets) = match s.dtype() {
-                DataType::List(_) => {
-                    let (v, o) = s.list()?.explode_and_offsets(ExplodeOptions {
-                        empty_as_null: false,
-                        keep_nulls: false,
-                    })?;
-                    // Offsets may start past 0 when the list array is a slice; rebase them so
-                    // they index the exploded values.
-                    let base = o.first();
-                    let o: Vec<i64> = o.iter().map(|x| x - base).collect();
-                    (v.cast(&DataType::String)?, Some(o))
-                }
-                _ => (s.cast(&DataType::String)?, None),
-            };
-            let values = values.str()?.clone();
-            let Some((mask, norm)) = self.hits(&kind, &values)? else {
-                continue;
-            };
-            hits.push(ColumnHits {
-                kind,
-                owned,
-                values,
-                norm,
-                mask,
-                offsets,
-            });
+            let mut cache = self.cache.remove(kind).unwrap_or_default();
+            let result = self.column_hits(&mut cache, kind, s, owned, &mut hits);
+            self.cache.insert(kind.to_string(), cache);
+            result?;
         }
         if hits.is_empty() {
             return Ok(out);
         }
-        // Rows any column hit: the only rows looked at one by one.
-        let mut candidate = vec![false; df.height()];
-        for h in &hits {
-            match &h.offsets {
-                None => {
-                    for (i, m) in h.mask.iter().enumerate() {
-                        if m == Some(true) {
-                            candidate[i] = true;
-                        }
-                    }
-                }
-                Some(off) => {
-                    let m: Vec<bool> = h.mask.iter().map(|x| x == Some(true)).collect();
-                    for (i, w) in off.windows(2).enumerate() {
-                        if m[w[0] as usize..w[1] as usize].iter().any(|x| *x) {
-                            candidate[i] = true;
-                        }
-                    }
-                }
-            }
-        }
-        let empty: Vec<ReqIdx> = Vec::new();
+        // Stable: a row's hits stay in column order.
+        hits.sort_by_key(|h| h.0);
         let mut row_reqs: Vec<(ReqIdx, bool)> = Vec::new();
-        for (i, _) in candidate.iter().enumerate().filter(|(_, c)| **c) {
+        for group in hits.chunk_by(|a, b| a.0 == b.0) {
             row_reqs.clear();
-            for h in &hits {
-                let range = match &h.offsets {
-                    None => i..i + 1,
-                    Some(off) => off[i] as usize..off[i + 1] as usize,
-                };
-                for j in range {
-                    if h.mask.get(j) != Some(true) {
-                        continue;
-                    }
-                    let reqs: &Vec<ReqIdx> = match &h.norm {
-                        Some(norm) => norm
-                            .get(j)
-                            .and_then(|n| self.wanted.get(&h.kind)?.get(n))
-                            .unwrap_or(&empty),
-                        None => {
-                            let set = h
-                                .values
-                                .get(j)
-                                .and_then(|raw| self.cache.get(&h.kind)?.get(raw))
-                                .copied()
-                                .unwrap_or(0);
-                            &self.sets[set as usize]
-                        }
-                    };
-                    for r in reqs {
-                        match row_reqs.iter_mut().find(|(x, _)| x == r) {
-                            Some(e) => e.1 |= h.owned,
-                            None => row_reqs.push((*r, h.owned)),
-                        }
+            for (_, set, owned) in group {
+                for r in &self.sets[*set as usize] {
+                    match row_reqs.iter_mut().find(|(x, _)| x == r) {
+                        Some(e) => e.1 |= *owned,
+                        None => row_reqs.push((*r, *owned)),
                     }
                 }
             }
             for (r, owned) in &row_reqs {
                 let e = out.entry(*r).or_default();
-                e.rows.push(i as IdxSize);
+                e.rows.push(group[0].0);
                 e.owned.push(*owned);
             }
         }
         Ok(out)
     }
-}
 
-struct ColumnHits {
-    kind: String,
-    owned: bool,
-    /// The column's values as strings; for a list column, its exploded values.
-    values: StringChunked,
-    /// Normalized `values`, when normalized vectorized (emails, ids).
-    norm: Option<StringChunked>,
-    /// Per value: does it belong to some request.
-    mask: BooleanChunked,
-    /// For a list column, row `i`'s values are `values[offsets[i]..offsets[i + 1]]`.
-    offsets: Option<Vec<i64>>,
+    /// Looks up every value of one identifier column (scalar or list) and appends the hits.
+    fn column_hits(
+        &mut self,
+        cache: &mut PlHashMap<String, u32>,
+        kind: &str,
+        s: &Series,
+        owned: bool,
+        hits: &mut Vec<(IdxSize, u32, bool)>,
+    ) -> PolarsResult<()> {
+        match s.dtype() {
+            DataType::List(_) => {
+                let (values, offsets) = s.list()?.explode_and_offsets(ExplodeOptions {
+                    empty_as_null: false,
+                    keep_nulls: false,
+                })?;
+                let values = values.cast(&DataType::String)?;
+                let values = values.str()?;
+                // Row `i`'s values are `values[offsets[i] - base..offsets[i + 1] - base]`:
+                // offsets may start past 0 when the list array is a slice.
+                let offsets: &[i64] = offsets.as_slice();
+                let base = offsets.first().copied().unwrap_or(0);
+                let mut row = 0usize;
+                for (j, v) in values.iter().enumerate() {
+                    let Some(v) = v else { continue };
+                    let j = j as i64 + base;
+                    while offsets[row + 1] <= j {
+                        row += 1;
+                    }
+                    let set = self.lookup_in(cache, kind, v);
+                    if set != 0 {
+                        hits.push((row as IdxSize, set, owned));
+                    }
+                }
+            }
+            DataType::String => {
+                for (i, v) in s.str()?.iter().enumerate() {
+                    if let Some(v) = v {
+                        let set = self.lookup_in(cache, kind, v);
+                        if set != 0 {
+                            hits.push((i as IdxSize, set, owned));
+                        }
+                    }
+                }
+            }
+            _ => {
+                let strs = s.cast(&DataType::String)?;
+                return self.column_hits(cache, kind, &strs, owned, hits);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The rows of a linking-dataset frame that identity resolution of the `probe`'s identifiers

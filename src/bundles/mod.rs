@@ -36,7 +36,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use polars::prelude::DataFrame;
+use polars::prelude::{DataFrame, IdxCa, IdxSize, PlSmallStr};
 use serde::{Deserialize, Serialize};
 
 pub use matcher::{Matcher, REDACTED, ReqIdx, RequestRows, mask_shared};
@@ -59,12 +59,23 @@ use spool::Spool;
 
 pub const BUNDLE_FORMAT: u32 = 1;
 const MANIFEST_FILE: &str = "manifest.json";
-/// Bundles assembled and uploaded at once.
+/// Bundles assembled and uploaded at once, per tenant.
 const PUBLISH_CONCURRENCY: usize = 16;
 /// Files of one bundle uploaded at once.
 const UPLOAD_CONCURRENCY: usize = 8;
-/// Snapshot files downloaded ahead of the one being scanned.
+/// Bundle writes in flight at once, over all tenants. Bundles are many small objects, so their
+/// cost is the latency of each write (an fsync on local disk, a round trip on an object store),
+/// not bandwidth: they get a budget of their own, so one tenant's reads never queue behind
+/// another's hundreds of writes, larger than the run's read budget
+/// ([`crate::runtime::RuntimeOptions::io_concurrency`]) and still bounded (each write in flight
+/// on local disk is a blocking thread, with its allocator heap).
+const PUBLISH_IO_CONCURRENCY: usize = 32;
+/// Snapshot files downloaded and decoded ahead of the one being matched.
 const FETCH_AHEAD: usize = 2;
+/// Most tenants exported at once. A tenant's scan matches one file at a time (its matcher and
+/// buffers are one state), so tenants side by side are what keeps every core busy, and one
+/// tenant's uploads overlap another's scan.
+const MAX_TENANT_CONCURRENCY: usize = 8;
 /// Files larger than this are uploaded in parts, streamed from the spool.
 const MULTIPART_THRESHOLD: u64 = 16 << 20;
 const PART_SIZE: usize = 8 << 20;
@@ -168,6 +179,10 @@ pub struct ExportOptions {
     pub export_id: Option<String>,
     /// Where the local spool goes (default: the system temp dir).
     pub scratch_dir: Option<PathBuf>,
+    /// Only read, check and decode every snapshot file of the selected tenants, as the export's
+    /// scan does before matching, and answer nothing: the baseline the export's cost is measured
+    /// against (`bench/bundles.sh`).
+    pub scan_only: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,13 +246,24 @@ pub struct TenantExport {
     pub exit_code: Option<i32>,
 }
 
-/// Wall time of the two phases, summed over tenants.
+/// Wall time of the two phases, summed over tenants (several tenants run at once, so the sums
+/// may exceed `wall_ms`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Timings {
     /// Reading, verifying and scanning snapshots, splitting rows into the spool.
     pub scan_ms: u64,
     /// Assembling, zipping, uploading and committing bundles.
     pub publish_ms: u64,
+    /// The whole export, from the opened context to the last tenant.
+    #[serde(default)]
+    pub wall_ms: u64,
+}
+
+impl Timings {
+    fn add(&mut self, other: &Timings) {
+        self.scan_ms += other.scan_ms;
+        self.publish_ms += other.publish_ms;
+    }
 }
 
 /// What an export did; written to `<outputs>/runs/<export_id>.json` when it wrote a bundle. No
@@ -439,9 +465,25 @@ pub async fn export_in(
             })
         }
     };
+    let wall = Instant::now();
+    if opts.scan_only {
+        let (tenants, timings) = scan_baseline(ctx, &opts, wall).await?;
+        return Ok(ExportReport {
+            export_id,
+            pipeline: p.name.clone(),
+            spec_hash: p.spec_hash.clone(),
+            engine_version: env!("CARGO_PKG_VERSION").into(),
+            started_at: started_at.to_rfc3339(),
+            finished_at: chrono::Utc::now().to_rfc3339(),
+            demo_key: ctx.keyed.demo,
+            formats: opts.formats,
+            force: opts.force,
+            tenants,
+            timings,
+        });
+    }
     let mut one_off = one_off;
-    let mut timings = Timings::default();
-    let mut tenants = Vec::new();
+    let mut work: Vec<(&String, Vec<Pending>)> = Vec::new();
     for t in &ctx.tenants {
         if !opts.tenants.is_empty() && !opts.tenants.contains(t) {
             continue;
@@ -462,11 +504,43 @@ pub async fn export_in(
                 })
                 .collect(),
         };
-        if pending.is_empty() {
-            continue;
+        if !pending.is_empty() {
+            work.push((t, pending));
         }
-        reporter.report(Event::TenantStarted { tenant: t.clone() });
-        match export_tenant(ctx, t, pending, &opts, &export_id, reporter, &mut timings).await {
+    }
+    let concurrency = tenant_concurrency().min(work.len().max(1));
+    let buffer_budget = spool::BUFFER_BUDGET / concurrency;
+    let opts_ref = &opts;
+    let export_id_ref = export_id.as_str();
+    let publish_budget = Arc::new(tokio::sync::Semaphore::new(PUBLISH_IO_CONCURRENCY));
+    let done = crate::runtime::for_each_bounded(work, concurrency, |(t, pending)| {
+        let publish_budget = Arc::clone(&publish_budget);
+        async move {
+            reporter.report(Event::TenantStarted { tenant: t.clone() });
+            let mut timings = Timings::default();
+            let r = export_tenant(
+                ctx,
+                t,
+                pending,
+                opts_ref,
+                export_id_ref,
+                Budgets {
+                    buffer_bytes: buffer_budget,
+                    publish: publish_budget,
+                },
+                reporter,
+                &mut timings,
+            )
+            .await;
+            Ok::<_, Error>((t, r, timings))
+        }
+    })
+    .await?;
+    let mut timings = Timings::default();
+    let mut tenants = Vec::new();
+    for (t, r, tm) in done {
+        timings.add(&tm);
+        match r {
             Ok(r) => {
                 reporter.report(Event::Info {
                     message: format!(
@@ -504,6 +578,7 @@ pub async fn export_in(
             }
         }
     }
+    timings.wall_ms = wall.elapsed().as_millis() as u64;
     let report = ExportReport {
         export_id: export_id.clone(),
         pipeline: p.name.clone(),
@@ -542,12 +617,28 @@ struct Scanned {
     rows_scanned: u64,
 }
 
+/// Tenants exported at once: one per CPU thread (at least 2, so one tenant's uploads overlap
+/// another's scan), at most [`MAX_TENANT_CONCURRENCY`].
+fn tenant_concurrency() -> usize {
+    rayon::current_num_threads().clamp(2, MAX_TENANT_CONCURRENCY)
+}
+
+/// What the tenants exported at once share.
+struct Budgets {
+    /// Rendered rows one tenant's scan keeps in memory before spilling to the spool.
+    buffer_bytes: usize,
+    /// Bundle writes in flight (see [`PUBLISH_IO_CONCURRENCY`]).
+    publish: Arc<tokio::sync::Semaphore>,
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn export_tenant(
     ctx: &Context,
     tenant: &str,
     requests: Vec<Pending>,
     opts: &ExportOptions,
     export_id: &str,
+    budgets: Budgets,
     reporter: &dyn Reporter,
     timings: &mut Timings,
 ) -> Result<TenantExport> {
@@ -612,7 +703,16 @@ async fn export_tenant(
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         ),
     )?);
-    let scanned = scan(ctx, tenant, &manifest, &todo, opts.formats, spool).await?;
+    let scanned = scan(
+        ctx,
+        tenant,
+        &manifest,
+        &todo,
+        opts.formats,
+        spool,
+        budgets.buffer_bytes,
+    )
+    .await?;
     timings.scan_ms += t0.elapsed().as_millis() as u64;
     out.files_scanned = scanned.files_scanned;
     out.rows_scanned = scanned.rows_scanned;
@@ -623,6 +723,8 @@ async fn export_tenant(
         run_id: manifest.run_id.clone(),
         committed_at: manifest.committed_at.clone(),
     };
+    let outputs = ctx.out(tenant).clone().with_budget(budgets.publish);
+    let outputs = &outputs;
     let published =
         crate::runtime::for_each_bounded(todo.iter().enumerate(), PUBLISH_CONCURRENCY, |(i, r)| {
             let snapshot = snapshot.clone();
@@ -631,6 +733,7 @@ async fn export_tenant(
             async move {
                 let res = publish(
                     ctx,
+                    outputs,
                     tenant,
                     r,
                     i as ReqIdx,
@@ -727,9 +830,10 @@ async fn record_evidence(
     crate::evidence::append(&ctx.pipeline, ctx.out(tenant), tenant, &entry).await
 }
 
-/// Reads one snapshot file, checking it against the manifest (a bundle must not hand out a
-/// tampered or truncated file).
-async fn fetch(outputs: &Location, f: &FileEntry) -> Result<(String, Bytes)> {
+/// Reads and decodes one snapshot file, checking it against the manifest first (a bundle must
+/// not hand out a tampered or truncated file). The check and the decoding run on rayon, so the
+/// files fetched ahead are decoded while the current one is matched.
+async fn fetch(outputs: &Location, f: &FileEntry) -> Result<(String, DataFrame)> {
     let bytes = outputs.get(&f.path).await?;
     let url = outputs.url_for(&f.path);
     let (size, sha) = (f.size, f.sha256.clone());
@@ -741,9 +845,63 @@ async fn fetch(outputs: &Location, f: &FileEntry) -> Result<(String, Bytes)> {
                 "run `lethe verify`; restore the file from versioning or rerun `lethe run` to commit a fresh snapshot",
             ));
         }
-        Ok((url, bytes))
+        let df = crate::parquet_io::read_parquet(bytes, &url)?;
+        Ok((url, df))
     })
     .await
+}
+
+/// `--scan-only`: what the export's scan costs before any matching. Every snapshot file of every
+/// selected tenant's latest manifest is read, checked and decoded exactly as [`scan`] does, with
+/// the same tenant concurrency and read-ahead.
+async fn scan_baseline(
+    ctx: &Context,
+    opts: &ExportOptions,
+    wall: Instant,
+) -> Result<(Vec<TenantExport>, Timings)> {
+    let selected: Vec<&String> = ctx
+        .tenants
+        .iter()
+        .filter(|t| opts.tenants.is_empty() || opts.tenants.contains(t))
+        .collect();
+    let concurrency = tenant_concurrency().min(selected.len().max(1));
+    let tenants = crate::runtime::for_each_bounded(selected, concurrency, |t| async move {
+        let t0 = Instant::now();
+        let mut out = TenantExport {
+            tenant: t.clone(),
+            status: TenantExportStatus::Done,
+            snapshot_sequence: None,
+            requests: Vec::new(),
+            files_scanned: 0,
+            rows_scanned: 0,
+            error: None,
+            exit_code: None,
+        };
+        let Some(manifest) = commit::latest(ctx.out(t), t).await? else {
+            return Ok::<_, Error>((out, 0));
+        };
+        out.snapshot_sequence = Some(manifest.sequence);
+        let files: Vec<&FileEntry> = ctx
+            .pipeline
+            .tenant_datasets()
+            .filter_map(|ds| manifest.datasets.get(&ds.name))
+            .flat_map(|e| &e.files)
+            .collect();
+        let mut stream = futures::stream::iter(files.into_iter().map(|f| fetch(ctx.out(t), f)))
+            .buffered(FETCH_AHEAD);
+        while let Some((_, df)) = stream.try_next().await? {
+            out.files_scanned += 1;
+            out.rows_scanned += df.height() as u64;
+        }
+        Ok((out, t0.elapsed().as_millis() as u64))
+    })
+    .await?;
+    let timings = Timings {
+        scan_ms: tenants.iter().map(|(_, ms)| ms).sum(),
+        publish_ms: 0,
+        wall_ms: wall.elapsed().as_millis() as u64,
+    };
+    Ok((tenants.into_iter().map(|(t, _)| t).collect(), timings))
 }
 
 /// The scan's moving state: handed to rayon for each file and back.
@@ -766,9 +924,20 @@ impl ScanState {
         if split.is_empty() {
             return Ok(());
         }
-        // Columns are read once per frame and rows rendered one by one, rather than a copy
-        // of the frame per request: most requests match a handful of rows.
-        let cells = render::FrameCells::new(df, ds).map_err(perr)?;
+        // Only the rows someone asked for are read as cells (most files have a handful), and
+        // rows are rendered one by one for each request they belong to, rather than a copy of
+        // the frame per request.
+        let mut taken: Vec<IdxSize> = split
+            .values()
+            .flat_map(|r| r.rows.iter().copied())
+            .collect();
+        taken.sort_unstable();
+        taken.dedup();
+        let sub = df
+            .take(&IdxCa::from_vec(PlSmallStr::EMPTY, taken.clone()))
+            .map_err(perr)?;
+        let at = |row: IdxSize| taken.binary_search(&row).unwrap_or_default();
+        let cells = render::FrameCells::new(&sub, ds).map_err(perr)?;
         let redact: Vec<(usize, String)> = ds
             .identifier_columns()
             .filter(|c| c.on_erase == Some(crate::spec::OnErase::Redact))
@@ -778,7 +947,7 @@ impl ScanState {
         let (json_name, csv_name) = (format!("{}.jsonl", ds.name), format!("{}.csv", ds.name));
         for (req, rows) in split {
             for (row, owned) in rows.rows.iter().zip(&rows.owned) {
-                let mut values = cells.row(*row as usize);
+                let mut values = cells.row(at(*row));
                 if !owned {
                     matcher::mask_values(&mut values, &redact, &self.matcher, req);
                 }
@@ -810,6 +979,7 @@ impl ScanState {
 }
 
 /// One scan of every dataset of the tenant's snapshot for all `todo` requests at once.
+#[allow(clippy::too_many_arguments)]
 async fn scan(
     ctx: &Context,
     tenant: &str,
@@ -817,6 +987,7 @@ async fn scan(
     todo: &[Pending],
     formats: Formats,
     spool: Arc<Spool>,
+    buffer_budget: usize,
 ) -> Result<Scanned> {
     let p = ctx.pipeline.clone();
     let files_of = |ds: &str| -> Vec<FileEntry> {
@@ -831,12 +1002,14 @@ async fn scan(
     // The linking dataset is read first and kept (it is the tenant's register of people, small
     // next to its messages): identity must be resolved before any row can be matched.
     let link = p.linking_dataset().cloned();
-    let mut link_bytes = Vec::new();
+    let mut link_frames = Vec::new();
     if let Some(link) = &link {
-        for f in files_of(&link.name) {
-            link_bytes.push(fetch(ctx.out(tenant), &f).await?);
-            files_scanned += 1;
-        }
+        let files = files_of(&link.name);
+        files_scanned += files.len();
+        link_frames = futures::stream::iter(files.iter().map(|f| fetch(ctx.out(tenant), f)))
+            .buffered(FETCH_AHEAD)
+            .try_collect()
+            .await?;
     }
     let queries: Vec<Ident> = todo
         .iter()
@@ -876,16 +1049,13 @@ async fn scan(
                 .collect();
             let mut probe = Matcher::new(&p.identifiers, &probes);
             let mut index = IdentityIndex::default();
-            let mut frames = Vec::new();
             if let Some(link) = &link {
-                for (url, bytes) in link_bytes {
-                    let df = crate::parquet_io::read_parquet(bytes, &url)?;
-                    let linked = matcher::linked_rows(&mut probe, &df, link)
-                        .map_err(|e| Error::polars(&url, e))?;
+                for (url, df) in &link_frames {
+                    let linked = matcher::linked_rows(&mut probe, df, link)
+                        .map_err(|e| Error::polars(url, e))?;
                     index
                         .add_frame(&linked, link, &p.identifiers)
-                        .map_err(|e| Error::polars(&url, e))?;
-                    frames.push((url, df));
+                        .map_err(|e| Error::polars(url, e))?;
                 }
             }
             let resolved: Vec<BTreeSet<Ident>> = queries.iter().map(|q| index.resolve(q)).collect();
@@ -908,7 +1078,7 @@ async fn scan(
                         })
                 })
                 .collect::<Vec<_>>();
-            Ok((frames, resolved, erased))
+            Ok((link_frames, resolved, erased))
         })
         .await?
     };
@@ -916,7 +1086,7 @@ async fn scan(
         matcher: Matcher::new(&p.identifiers, &resolved),
         spool: spool.clone(),
         formats,
-        buffers: spool::Buffers::default(),
+        buffers: spool::Buffers::with_budget(buffer_budget),
         stats: vec![BTreeMap::new(); todo.len()],
         rows_scanned: 0,
     };
@@ -929,24 +1099,36 @@ async fn scan(
         })
         .await?;
     }
+    // Every other dataset's files in one stream, so the read-ahead crosses dataset boundaries.
     let link_name = link.map(|l| l.name);
-    for ds in p.tenant_datasets() {
-        if Some(&ds.name) == link_name.as_ref() {
-            continue;
-        }
-        let files = files_of(&ds.name);
-        files_scanned += files.len();
-        let mut stream = futures::stream::iter(files.iter().map(|f| fetch(ctx.out(tenant), f)))
-            .buffered(FETCH_AHEAD);
-        while let Some((url, bytes)) = stream.try_next().await? {
-            let ds = ds.clone();
-            state = cpu(move || -> Result<ScanState> {
-                let df = crate::parquet_io::read_parquet(bytes, &url)?;
-                state.process(&df, &ds, &url)?;
-                Ok(state)
-            })
-            .await?;
-        }
+    let files: Vec<(Arc<Dataset>, FileEntry)> = p
+        .tenant_datasets()
+        .filter(|ds| Some(&ds.name) != link_name.as_ref())
+        .flat_map(|ds| {
+            let ds = Arc::new(ds.clone());
+            files_of(&ds.name)
+                .into_iter()
+                .map(move |f| (Arc::clone(&ds), f))
+        })
+        .collect();
+    files_scanned += files.len();
+    let mut stream = futures::stream::iter(files.iter().map(|(ds, f)| async move {
+        fetch(ctx.out(tenant), f)
+            .await
+            .map(|(url, df)| (Arc::clone(ds), url, df))
+    }))
+    .buffered(FETCH_AHEAD);
+    // The stream is polled while a file is matched, so the next ones download and decode
+    // meanwhile rather than only between files.
+    let mut current = stream.try_next().await?;
+    while let Some((ds, url, df)) = current {
+        let matched = cpu(move || -> Result<ScanState> {
+            state.process(&df, &ds, &url)?;
+            Ok(state)
+        });
+        let (matched, next) = futures::future::join(matched, stream.try_next()).await;
+        state = matched?;
+        current = next?;
     }
     Ok(Scanned {
         spool,
@@ -968,6 +1150,7 @@ async fn scan(
 #[allow(clippy::too_many_arguments)]
 async fn publish(
     ctx: &Context,
+    outputs: &Location,
     tenant: &str,
     r: &Pending,
     req: ReqIdx,
@@ -976,7 +1159,6 @@ async fn publish(
     formats: Formats,
     snapshot: SnapshotRef,
 ) -> Result<(BundleReport, Option<BundleEvidence>)> {
-    let outputs = ctx.out(tenant);
     let prefix = bundles_prefix(tenant);
     let now = chrono::Utc::now();
     let i = req as usize;
@@ -1070,6 +1252,8 @@ async fn publish(
         .await?
     };
     let dir = format!("{prefix}{folder}");
+    let zip = format!("{prefix}{folder}.zip");
+    let mut uploads = vec![(zip.clone(), zip_content)];
     if let (Some(url), Some(pw)) = (&p.policies.bundle_passphrases, &passphrase) {
         // Written before the bundle is committed: a committed bundle always has its passphrase.
         let loc = crate::storage::Location::parse(url, &p.base_dir)?;
@@ -1081,19 +1265,23 @@ async fn publish(
     } else {
         // Plain delivery: the folder holds the files too. Encrypted delivery keeps the person's
         // data only inside the encrypted zip.
-        futures::stream::iter(
+        uploads.extend(
             built
                 .files
                 .into_iter()
                 .skip(1)
-                .map(|(name, content)| upload(outputs, format!("{dir}/{name}"), content)),
-        )
-        .buffer_unordered(UPLOAD_CONCURRENCY)
-        .try_collect::<Vec<()>>()
-        .await?;
+                .map(|(name, content)| (format!("{dir}/{name}"), content)),
+        );
     }
-    let zip = format!("{prefix}{folder}.zip");
-    upload(outputs, zip.clone(), zip_content).await?;
+    // The folder's files and the zip at once: only the manifest has to wait for all of them.
+    futures::stream::iter(
+        uploads
+            .into_iter()
+            .map(|(path, content)| upload(outputs, path, content)),
+    )
+    .buffer_unordered(UPLOAD_CONCURRENCY)
+    .try_collect::<Vec<()>>()
+    .await?;
     let built = built_manifest;
     let body = serde_json::to_vec_pretty(&built)
         .map_err(|e| Error::internal(format!("bundle manifest encoding: {e}")))?;

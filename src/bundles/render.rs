@@ -344,26 +344,27 @@ pub fn readme(p: &Pipeline, m: &BundleManifest, redacted: &str) -> String {
     let _ = writeln!(s, "## Files\n");
     let _ = writeln!(
         s,
-        "Each kind of record is in one file per format: `.jsonl` (JSON lines: one JSON object \
-         per line), `.csv` (comma-separated, header first; lists are written as JSON arrays) \
-         and, when asked for, `.parquet`. Times are UTC (RFC 3339). `manifest.json` lists every \
-         file with its SHA-256 checksum.\n"
+        "Each kind of record held about you is in one file per format: `.jsonl` (JSON lines: \
+         one JSON object per line), `.csv` (comma-separated, header first; lists are written as \
+         JSON arrays) and, when asked for, `.parquet`. A kind of record with none about you may \
+         have no file (0 rows below). Times are UTC (RFC 3339). `manifest.json` lists every file \
+         with its SHA-256 checksum.\n"
     );
     let _ = writeln!(s, "| records | rows | files |\n|---|---:|---|");
     let in_spec_order = p
         .tenant_datasets()
         .filter_map(|ds| Some((&ds.name, m.datasets.get(&ds.name)?)));
     for (name, d) in in_spec_order {
-        let _ = writeln!(
-            s,
-            "| {name} | {} | {} |",
-            d.rows,
+        let files = if d.files.is_empty() {
+            "none: no records about you".to_string()
+        } else {
             d.files
                 .iter()
                 .map(|f| format!("`{f}`"))
                 .collect::<Vec<_>>()
                 .join(", ")
-        );
+        };
+        let _ = writeln!(s, "| {name} | {} | {files} |", d.rows);
     }
     let _ = writeln!(s);
     for ds in p.tenant_datasets() {

@@ -27,7 +27,8 @@ use crate::spec::{Dataset, Pipeline};
 
 /// One request's buffer larger than this is appended to its spool file.
 pub const SPILL_BYTES: usize = 4 << 20;
-/// All buffers together larger than this are appended to their spool files.
+/// All buffers together larger than this are appended to their spool files (shared between the
+/// tenants exported at once).
 pub const BUFFER_BUDGET: usize = 128 << 20;
 /// A bundle whose files together are smaller than this is zipped in memory.
 const ZIP_IN_MEMORY: u64 = 32 << 20;
@@ -107,15 +108,32 @@ impl Drop for Spool {
 }
 
 /// Rendered rows per (request, file name), spilled to the spool when large.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Buffers {
     bufs: HashMap<(ReqIdx, String), Vec<u8>>,
     /// Files that already have content in the spool (their header included).
     spilled: HashSet<(ReqIdx, String)>,
     total: usize,
+    /// All buffers together larger than this are spilled.
+    budget: usize,
+}
+
+impl Default for Buffers {
+    fn default() -> Self {
+        Buffers::with_budget(BUFFER_BUDGET)
+    }
 }
 
 impl Buffers {
+    pub fn with_budget(budget: usize) -> Self {
+        Buffers {
+            bufs: HashMap::new(),
+            spilled: HashSet::new(),
+            total: 0,
+            budget: budget.max(SPILL_BYTES),
+        }
+    }
+
     /// The buffer of one request's file, started with `header` when the file is new.
     pub fn get(&mut self, req: ReqIdx, name: &str, header: &[u8]) -> &mut Vec<u8> {
         let key = (req, name.to_string());
@@ -132,7 +150,7 @@ impl Buffers {
         if self.bufs.get(&key).is_some_and(|b| b.len() > SPILL_BYTES) {
             self.spill(spool, &key)?;
         }
-        if self.total > BUFFER_BUDGET {
+        if self.total > self.budget {
             let keys: Vec<(ReqIdx, String)> = self.bufs.keys().cloned().collect();
             for k in keys {
                 self.spill(spool, &k)?;
@@ -155,7 +173,15 @@ impl Buffers {
         let mut out: Vec<BTreeMap<String, Spooled>> = (0..n).map(|_| BTreeMap::new()).collect();
         for ((req, name), buf) in self.bufs {
             if let Some(m) = out.get_mut(req as usize) {
-                m.insert(name, Spooled::Buffer(buf));
+                let spilled = self.spilled.contains(&(req, name.clone()));
+                m.insert(
+                    name,
+                    if spilled {
+                        Spooled::Tail(buf)
+                    } else {
+                        Spooled::Buffer(buf)
+                    },
+                );
             }
         }
         for (req, name) in self.spilled {
@@ -167,10 +193,14 @@ impl Buffers {
     }
 }
 
-/// A file's content after the scan: its tail in memory, and maybe a head in the spool.
+/// A file's content after the scan: in memory, in the spool, or a head in the spool and its
+/// tail in memory.
 #[derive(Debug)]
 pub enum Spooled {
+    /// Everything is in memory.
     Buffer(Vec<u8>),
+    /// The spool file holds the head; this is the rest.
+    Tail(Vec<u8>),
     /// Everything is in the spool file.
     Spilled,
 }
@@ -250,10 +280,14 @@ pub fn dataset_files(ds: &str, formats: Formats) -> Vec<String> {
     v
 }
 
-/// Completes request `req`'s files (empty datasets get empty files, spilled ones get their
-/// buffered tail appended, Parquet is assembled from its chunks) and writes the README. `m`
-/// arrives with everything but `files` and `zip`. Nothing here depends on the bundle's folder,
-/// so a lost claim on a folder costs only a new zip.
+/// Completes request `req`'s files (spilled ones get their buffered tail appended, Parquet is
+/// assembled from its chunks) and writes the README. In plain delivery a dataset without rows
+/// about the person gets no file: the manifest lists it with 0 rows and no files, and the README
+/// says so. Every file there is an object of its own, and most people appear in only some
+/// datasets, so empty files were a third of an export's writes. An encrypted bundle's files
+/// live only inside its zip, where an empty one costs nothing, so there every dataset keeps its
+/// file. `m` arrives with everything but `files` and `zip`. Nothing here depends on the
+/// bundle's folder, so a lost claim on a folder costs only a new zip.
 pub fn assemble(
     spool: &Spool,
     req: ReqIdx,
@@ -267,9 +301,14 @@ pub fn assemble(
     let dir = spool.dir(req);
     let mut files: Vec<(String, Content)> = Vec::new();
     let mut datasets = BTreeMap::new();
+    let skip_empty = p.policies.bundle_passphrases.is_none();
     for ds in p.tenant_datasets() {
         let mut entry: BundleDataset = m.datasets.remove(&ds.name).unwrap_or_default();
-        entry.files = dataset_files(&ds.name, formats);
+        entry.files = if entry.rows == 0 && skip_empty {
+            Vec::new()
+        } else {
+            dataset_files(&ds.name, formats)
+        };
         for name in &entry.files {
             let content = if name.ends_with(".parquet") {
                 let parts = dir.join(format!("{}.parts", ds.name));
@@ -280,8 +319,8 @@ pub fn assemble(
                 Content::File(path)
             } else {
                 match pending.remove(name) {
-                    Some(Spooled::Buffer(buf)) if !dir.join(name).exists() => Content::Memory(buf),
-                    Some(Spooled::Buffer(buf)) => {
+                    Some(Spooled::Buffer(buf)) => Content::Memory(buf),
+                    Some(Spooled::Tail(buf)) => {
                         spool.append(req, name, &buf)?;
                         Content::File(dir.join(name))
                     }
@@ -385,8 +424,11 @@ fn write_zip<W: Write + Seek>(
             .ok()
         })
         .unwrap_or_default();
+    // The fastest deflate level: bundles are small and many, and the zip's CPU time is a cost
+    // paid per request, while a few percent of size is not.
     let opts = SimpleFileOptions::default()
         .compression_method(::zip::CompressionMethod::Deflated)
+        .compression_level(Some(1))
         .last_modified_time(when);
     let manifest = Content::Memory(
         serde_json::to_vec_pretty(m)

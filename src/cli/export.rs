@@ -30,6 +30,10 @@ pub struct Args {
     /// Also write the export report (JSON) here.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Only read, check and decode every snapshot file of the selected tenants, and answer
+    /// nothing: one full scan, the baseline of `bench/bundles.sh`.
+    #[arg(long, hide = true, conflicts_with_all = ["subject", "force"])]
+    scan_only: bool,
 }
 
 pub fn exec(a: Args, reporter: &dyn Reporter) -> Result<i32, Error> {
@@ -50,10 +54,24 @@ pub fn exec(a: Args, reporter: &dyn Reporter) -> Result<i32, Error> {
             subject,
             force: a.force,
             formats,
+            scan_only: a.scan_only,
             ..Default::default()
         },
         reporter,
     ))?;
+    if a.scan_only {
+        let files: usize = r.tenants.iter().map(|t| t.files_scanned).sum();
+        let rows: u64 = r.tenants.iter().map(|t| t.rows_scanned).sum();
+        println!(
+            "scan only: {} tenant(s), {files} file(s), {rows} row(s) read, checked and decoded in {} ms",
+            r.tenants.len(),
+            r.timings.wall_ms
+        );
+        if let Some(path) = &a.report {
+            super::write_json(path, &r)?;
+        }
+        return Ok(exit::OK);
+    }
     println!("export {} of pipeline {}", r.export_id, r.pipeline);
     if r.demo_key {
         println!(
@@ -95,10 +113,11 @@ pub fn exec(a: Args, reporter: &dyn Reporter) -> Result<i32, Error> {
         }
     }
     println!(
-        "bundles: {} written, {} already answered, {} failed (scan {} ms, publish {} ms)",
+        "bundles: {} written, {} already answered, {} failed ({} ms; summed over tenants: scan {} ms, publish {} ms)",
         r.count(BundleStatus::Written),
         r.count(BundleStatus::AlreadyAnswered),
         r.count(BundleStatus::Failed),
+        r.timings.wall_ms,
         r.timings.scan_ms,
         r.timings.publish_ms
     );

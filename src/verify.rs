@@ -131,13 +131,14 @@ pub fn check_frame(
 pub async fn verify(
     p: Arc<Pipeline>,
     tenants: &[String],
+    shard: Option<crate::exec::Shard>,
     as_of: Option<i64>,
     reporter: &dyn Reporter,
 ) -> Result<VerifyReport> {
     let ctx = Context::open_as_of(p.clone(), as_of, reporter).await?;
     let mut report = VerifyReport::default();
     for t in &ctx.tenants {
-        if !tenants.is_empty() && !tenants.contains(t) {
+        if (!tenants.is_empty() && !tenants.contains(t)) || shard.is_some_and(|s| !s.owns(t)) {
             continue;
         }
         let Some(m) = commit::latest(ctx.out(t), t).await? else {

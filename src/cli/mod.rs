@@ -138,6 +138,36 @@ fn init_logging(cli: &Cli) {
     }
 }
 
+/// `--shard-index` / `--shard-count`: which share of the tenants this process handles.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ShardArgs {
+    /// This process's shard (0-based); defaults to JOB_COMPLETION_INDEX (Kubernetes Indexed Job).
+    #[arg(long, env = "JOB_COMPLETION_INDEX")]
+    shard_index: Option<u32>,
+    /// Number of shards; tenants are assigned to shards by a stable hash of their id.
+    #[arg(long)]
+    shard_count: Option<u32>,
+}
+
+impl ShardArgs {
+    /// The shard, checked (exit 64 on an incomplete or impossible pair).
+    pub fn shard(&self) -> Result<Option<lethe::exec::Shard>, Error> {
+        match (self.shard_index, self.shard_count) {
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(Error::Usage {
+                message: "a shard index is set (--shard-index or JOB_COMPLETION_INDEX, as in a Kubernetes Indexed Job) but --shard-count is not: pass --shard-count N equal to the Job's completions".into(),
+            }),
+            (None, Some(_)) => Err(Error::Usage {
+                message: "--shard-count needs --shard-index (or JOB_COMPLETION_INDEX)".into(),
+            }),
+            (Some(i), Some(n)) if n == 0 || i >= n => Err(Error::Usage {
+                message: format!("shard index {i} is not below shard count {n}"),
+            }),
+            (Some(index), Some(count)) => Ok(Some(lethe::exec::Shard { index, count })),
+        }
+    }
+}
+
 pub fn runtime() -> Result<lethe::runtime::Runtime, Error> {
     lethe::runtime::Runtime::new()
 }

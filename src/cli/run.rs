@@ -13,12 +13,8 @@ pub struct Args {
     /// Only this tenant (repeatable).
     #[arg(long = "tenant")]
     tenants: Vec<String>,
-    /// This process's shard (0-based); defaults to JOB_COMPLETION_INDEX (Kubernetes Indexed Job).
-    #[arg(long, env = "JOB_COMPLETION_INDEX")]
-    shard_index: Option<u32>,
-    /// Number of shards; tenants are assigned to shards by a stable hash of their id.
-    #[arg(long)]
-    shard_count: Option<u32>,
+    #[command(flatten)]
+    shard: super::ShardArgs,
     /// Fix "today" for retention and holds (YYYY-MM-DD), for reproducible runs.
     #[arg(long, value_parser = super::parse_as_of)]
     as_of: Option<i64>,
@@ -145,25 +141,7 @@ pub fn exec(a: Args, reporter: &dyn Reporter) -> Result<i32, Error> {
         }
         None => None,
     };
-    let shard = match (a.shard_index, a.shard_count) {
-        (None, None) => None,
-        (Some(_), None) => {
-            return Err(Error::Usage {
-                message: "a shard index is set (--shard-index or JOB_COMPLETION_INDEX, as in a Kubernetes Indexed Job) but --shard-count is not: pass --shard-count N equal to the Job's completions".into(),
-            });
-        }
-        (None, Some(_)) => {
-            return Err(Error::Usage {
-                message: "--shard-count needs --shard-index (or JOB_COMPLETION_INDEX)".into(),
-            });
-        }
-        (Some(i), Some(n)) if n == 0 || i >= n => {
-            return Err(Error::Usage {
-                message: format!("shard index {i} is not below shard count {n}"),
-            });
-        }
-        (Some(index), Some(count)) => Some(lethe::exec::Shard { index, count }),
-    };
+    let shard = a.shard.shard()?;
     let rt = super::runtime()?;
     let p2 = p.clone();
     let report = rt.block_on(lethe::exec::run(

@@ -11,6 +11,9 @@ pub struct Args {
     pipeline: PathBuf,
     #[arg(long = "tenant")]
     tenants: Vec<String>,
+    /// Check only this shard's tenants (as `lethe run` assigns them), e.g. in each shard's pod.
+    #[command(flatten)]
+    shard: super::ShardArgs,
     /// Also check the backup generations inside the retention window.
     #[arg(long)]
     backups: bool,
@@ -25,9 +28,11 @@ pub struct Args {
 pub fn exec(a: Args, reporter: &dyn Reporter) -> Result<i32, Error> {
     let p = super::load(&a.pipeline)?;
     let rt = super::runtime()?;
+    let shard = a.shard.shard()?;
     let r = rt.block_on(lethe::verify::verify(
         p.clone(),
         &a.tenants,
+        shard,
         a.as_of,
         reporter,
     ))?;

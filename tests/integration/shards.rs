@@ -303,6 +303,32 @@ fn sharded_equals_single(
         .output()
         .unwrap();
     assert!(o.status.success(), "verify after sharded run: {}", text(&o));
+    // Verify per shard, as each shard's pod would: together they check every tenant once.
+    let verified = |o: &std::process::Output| -> usize {
+        let out = String::from_utf8_lossy(&o.stdout).to_string();
+        out.lines()
+            .find_map(|l| l.strip_prefix("verified ")?.split(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no `verified N tenant(s)` line: {out}"))
+    };
+    let all = verified(&o);
+    let mut per_shard = 0;
+    for i in 0..SHARDS {
+        let o = Command::new(env!("CARGO_BIN_EXE_lethe"))
+            .arg("verify")
+            .arg(&sharded_spec)
+            .args(["--shard-count", &count])
+            .env("LETHE_LOG", "lethe=warn")
+            .env("LETHE_HMAC_KEY", HMAC_KEY)
+            .env("JOB_COMPLETION_INDEX", i.to_string())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "verify of shard {i}: {}", text(&o));
+        per_shard += verified(&o);
+    }
+    assert_eq!(
+        per_shard, all,
+        "shards verify disjoint tenants that cover all"
+    );
 
     // A second sharded night with nothing new: every shard exits 0 and commits nothing.
     let children: Vec<Child> = (0..SHARDS)

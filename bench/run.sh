@@ -80,42 +80,8 @@ if [ ! -x /usr/bin/time ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" 
   echo "bench: installing GNU time" >&2
   (apt-get install -y -qq time >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get install -y -qq time >/dev/null; }) || true
 fi
-pin=()
-if command -v taskset >/dev/null 2>&1 && [ "$threads" -le "$ncpu" ]; then
-  pin=(taskset -c "0-$((threads - 1))")
-fi
-export POLARS_MAX_THREADS=$threads RAYON_NUM_THREADS=$threads
-export LETHE_LOG=lethe=warn LETHE_HMAC_KEY=lethe-bench-key-0123456789abcdef
-
-# measure NAME CMD...: runs CMD pinned to the benchmark's CPUs; wall seconds and peak RSS (KiB)
-# go to $results/NAME.time, stdout to NAME.out, stderr to NAME.err.
-measure() {
-  local name=$1
-  shift
-  echo "bench: $name: ${pin[*]} $*" >&2
-  echo "${pin[*]} $*" >"$results/$name.cmd"
-  local rc=0
-  if [ -x /usr/bin/time ]; then
-    /usr/bin/time -f '%e %M' -o "$results/$name.time" "${pin[@]}" "$@" \
-      >"$results/$name.out" 2>"$results/$name.err" || rc=$?
-  else
-    python3 - "$results/$name.time" "${pin[@]}" "$@" >"$results/$name.out" 2>"$results/$name.err" <<'EOF' || rc=$?
-import resource, subprocess, sys, time
-t = time.perf_counter()
-rc = subprocess.call(sys.argv[2:])
-wall = time.perf_counter() - t
-with open(sys.argv[1], "w") as f:
-    f.write(f"{wall:.2f} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}\n")
-sys.exit(rc)
-EOF
-  fi
-  if [ "$rc" != 0 ]; then
-    echo "bench: $name failed (exit $rc); last lines of its stderr:" >&2
-    tail -n 20 "$results/$name.err" >&2
-    exit 1
-  fi
-  echo "bench: $name: $(cat "$results/$name.time") (seconds, peak KiB)" >&2
-}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 # dataset DIR TENANTS: generates (or reuses) a sample of TENANTS tenants with days+1 daily
 # exports, and holds the last day back in DIR/held-back/ for the incremental night.

@@ -215,17 +215,13 @@ pub fn extend(
     kinds: &BTreeMap<String, IdentifierKind>,
     key: &[u8; 16],
 ) -> PolarsResult<Option<String>> {
-    let Ok(bits) = base64::engine::general_purpose::STANDARD.decode(base) else {
+    let Some(Fingerprint(mut f, _)) = Fingerprint::decode(base, *key) else {
         return Ok(None);
     };
-    if bits.is_empty() || bits.len() % 32 != 0 {
-        return Ok(None);
-    }
-    let mut f = Sbbf::new(&bits);
     for h in &entry_hashes(fresh, ds, kinds, key)? {
         f.insert(&h.to_le_bytes()[..]);
     }
-    let mut out = Vec::with_capacity(bits.len());
+    let mut out = Vec::new();
     if f.write_bitset(&mut out).is_err() {
         return Ok(None);
     }

@@ -466,21 +466,23 @@ pub async fn export_in(
         }
     };
     let wall = Instant::now();
+    let (formats, force, demo_key) = (opts.formats, opts.force, ctx.keyed.demo);
+    let finish = |export_id: String, tenants: Vec<TenantExport>, timings: Timings| ExportReport {
+        export_id,
+        pipeline: p.name.clone(),
+        spec_hash: p.spec_hash.clone(),
+        engine_version: env!("CARGO_PKG_VERSION").into(),
+        started_at: started_at.to_rfc3339(),
+        finished_at: chrono::Utc::now().to_rfc3339(),
+        demo_key,
+        formats,
+        force,
+        tenants,
+        timings,
+    };
     if opts.scan_only {
         let (tenants, timings) = scan_baseline(ctx, &opts, wall).await?;
-        return Ok(ExportReport {
-            export_id,
-            pipeline: p.name.clone(),
-            spec_hash: p.spec_hash.clone(),
-            engine_version: env!("CARGO_PKG_VERSION").into(),
-            started_at: started_at.to_rfc3339(),
-            finished_at: chrono::Utc::now().to_rfc3339(),
-            demo_key: ctx.keyed.demo,
-            formats: opts.formats,
-            force: opts.force,
-            tenants,
-            timings,
-        });
+        return Ok(finish(export_id, tenants, timings));
     }
     let mut one_off = one_off;
     let mut work: Vec<(&String, Vec<Pending>)> = Vec::new();
@@ -579,19 +581,7 @@ pub async fn export_in(
         }
     }
     timings.wall_ms = wall.elapsed().as_millis() as u64;
-    let report = ExportReport {
-        export_id: export_id.clone(),
-        pipeline: p.name.clone(),
-        spec_hash: p.spec_hash.clone(),
-        engine_version: env!("CARGO_PKG_VERSION").into(),
-        started_at: started_at.to_rfc3339(),
-        finished_at: chrono::Utc::now().to_rfc3339(),
-        demo_key: ctx.keyed.demo,
-        formats: opts.formats,
-        force: opts.force,
-        tenants,
-        timings,
-    };
+    let report = finish(export_id.clone(), tenants, timings);
     if report.count(BundleStatus::Written) > 0 {
         let body =
             serde_json::to_vec_pretty(&report).map_err(|e| Error::internal(e.to_string()))?;

@@ -330,7 +330,8 @@ fn identical_inputs_give_identical_snapshots() {
     let data = tmp.path().join("data");
     small_sample(&data, 11);
     let mut sums = Vec::new();
-    for run in ["a", "b"] {
+    // Run b processes tenants one at a time, run c four at once: the same snapshots either way.
+    for (run, concurrency) in [("a", None), ("b", Some("1")), ("c", Some("4"))] {
         let out = tmp.path().join(run);
         let spec = write_pipeline(
             tmp.path(),
@@ -338,7 +339,11 @@ fn identical_inputs_give_identical_snapshots() {
             &data.join("ledger").display().to_string(),
             &out.display().to_string(),
         );
-        let o = lethe(&["run", spec.to_str().unwrap()], &[]);
+        let envs: Vec<(&str, &str)> = concurrency
+            .map(|n| ("LETHE_TENANT_CONCURRENCY", n))
+            .into_iter()
+            .collect();
+        let o = lethe(&["run", spec.to_str().unwrap()], &envs);
         assert!(o.status.success(), "{}", text(&o));
         let mut s = Vec::new();
         for m in manifests(&out) {
@@ -352,6 +357,7 @@ fn identical_inputs_give_identical_snapshots() {
         sums.push(s);
     }
     assert_eq!(sums[0], sums[1]);
+    assert_eq!(sums[0], sums[2]);
 }
 
 #[test]

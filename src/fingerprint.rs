@@ -83,8 +83,8 @@ fn entry_hashes(
     ds: &Dataset,
     kinds: &BTreeMap<String, IdentifierKind>,
     key: &[u8; 16],
-) -> PolarsResult<std::collections::HashSet<u64>> {
-    let mut out = std::collections::HashSet::with_capacity(df.height() * 4);
+) -> PolarsResult<PlHashSet<u64>> {
+    let mut out = PlHashSet::with_capacity(df.height() * 4);
     let mut add = |parts: &[&[u8]]| {
         use std::hash::Hasher;
         let mut h = siphasher::sip::SipHasher13::new_with_key(key);

@@ -5,7 +5,7 @@
 //! over that tenant's rows of the linking dataset (e.g. contacts): a request by phone finds the
 //! contact's id and email addresses too. Nothing here ever sees another tenant's rows.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use polars::prelude::*;
 
@@ -50,8 +50,8 @@ const PHONE_MEMO_MAX: usize = 1 << 18;
 
 thread_local! {
     #[allow(clippy::type_complexity)]
-    static PHONE_MEMO: std::cell::RefCell<HashMap<Option<phonenumber::country::Id>, HashMap<String, Option<String>>>> =
-        std::cell::RefCell::new(HashMap::new());
+    static PHONE_MEMO: std::cell::RefCell<PlHashMap<Option<phonenumber::country::Id>, PlHashMap<String, Option<String>>>> =
+        std::cell::RefCell::new(PlHashMap::new());
 }
 
 fn normalize_phone(t: &str, country: Option<phonenumber::country::Id>) -> Option<String> {
@@ -103,7 +103,7 @@ pub enum NormColumn {
 
 /// Normalizes a whole column, caching per distinct raw value (phone parsing is not cheap).
 pub fn normalize_column(kind: &IdentifierKind, s: &Series) -> PolarsResult<NormColumn> {
-    let mut cache: HashMap<String, Option<String>> = HashMap::new();
+    let mut cache: PlHashMap<String, Option<String>> = PlHashMap::new();
     let mut norm = |raw: &str| -> Option<String> {
         if let Some(v) = cache.get(raw) {
             return v.clone();
@@ -228,7 +228,7 @@ impl NormalizedFrame {
 /// A set of normalized identifiers, grouped by kind for fast lookups.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IdentSet {
-    pub by_kind: BTreeMap<String, std::collections::HashSet<String>>,
+    pub by_kind: BTreeMap<String, PlHashSet<String>>,
 }
 
 impl IdentSet {
@@ -295,8 +295,8 @@ pub fn key_strings(df: &DataFrame, ds: &Dataset) -> PolarsResult<Vec<String>> {
 #[derive(Default)]
 pub struct IdentityIndex {
     rows: Vec<Vec<Ident>>,
-    by_ident: HashMap<Ident, Vec<usize>>,
-    by_key: HashMap<String, Vec<usize>>,
+    by_ident: PlHashMap<Ident, Vec<usize>>,
+    by_key: PlHashMap<String, Vec<usize>>,
     row_key: Vec<String>,
 }
 

@@ -9,7 +9,7 @@
 //! few cells that belong to someone are kept, as (row, request set) pairs, and split per request.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 use polars::prelude::*;
 
@@ -27,14 +27,14 @@ pub const REDACTED: &str = "[redacted]";
 pub struct Matcher {
     kinds: BTreeMap<String, IdentifierKind>,
     /// kind → normalized value → requests (sorted, deduplicated).
-    wanted: HashMap<String, HashMap<String, Vec<ReqIdx>>>,
+    wanted: PlHashMap<String, PlHashMap<String, Vec<ReqIdx>>>,
     /// Phone kinds → last 4 digits of every wanted number (see [`Matcher::may_be_wanted_phone`]).
-    phone_tails: HashMap<String, HashSet<String>>,
+    phone_tails: PlHashMap<String, PlHashSet<[u8; 4]>>,
     /// kind → raw value → index into `sets`; 0 is "nobody's".
-    cache: HashMap<String, PlHashMap<String, u32>>,
+    cache: PlHashMap<String, PlHashMap<String, u32>>,
     /// Interned request sets: most values belong to one request or none, so rows share them.
     sets: Vec<Vec<ReqIdx>>,
-    set_ids: HashMap<Vec<ReqIdx>, u32>,
+    set_ids: PlHashMap<Vec<ReqIdx>, u32>,
 }
 
 /// The rows of one frame that belong to one request, in frame order.
@@ -52,15 +52,24 @@ impl RequestRows {
     }
 }
 
-/// The last 4 digits of a digit string, when it has that many.
-fn tail4(digits: &str) -> Option<&str> {
-    digits.get(digits.len().checked_sub(4)?..)
+/// The last 4 ASCII digits of `s`, when it has that many (other characters are skipped).
+fn tail4(s: &str) -> Option<[u8; 4]> {
+    let mut t = [0u8; 4];
+    let mut n = 0;
+    for b in s.bytes().rev().filter(u8::is_ascii_digit) {
+        n += 1;
+        t[4 - n] = b;
+        if n == 4 {
+            return Some(t);
+        }
+    }
+    None
 }
 
 impl Matcher {
     /// `resolved[i]` is request `i`'s identifiers after identity resolution.
     pub fn new(kinds: &BTreeMap<String, IdentifierKind>, resolved: &[BTreeSet<Ident>]) -> Self {
-        let mut wanted: HashMap<String, HashMap<String, Vec<ReqIdx>>> = HashMap::new();
+        let mut wanted: PlHashMap<String, PlHashMap<String, Vec<ReqIdx>>> = PlHashMap::new();
         for (i, ids) in resolved.iter().enumerate() {
             for (kind, value) in ids {
                 let reqs = wanted
@@ -74,28 +83,23 @@ impl Matcher {
                 }
             }
         }
-        let mut phone_tails: HashMap<String, HashSet<String>> = HashMap::new();
+        let mut phone_tails: PlHashMap<String, PlHashSet<[u8; 4]>> = PlHashMap::new();
         for (kind, values) in &wanted {
             if kinds
                 .get(kind)
                 .is_some_and(|k| k.normalize == Normalize::Phone)
             {
                 let tails = phone_tails.entry(kind.clone()).or_default();
-                for v in values.keys() {
-                    let digits: String = v.chars().filter(char::is_ascii_digit).collect();
-                    if let Some(t) = tail4(&digits) {
-                        tails.insert(t.to_string());
-                    }
-                }
+                tails.extend(values.keys().filter_map(|v| tail4(v)));
             }
         }
         Matcher {
             kinds: kinds.clone(),
             wanted,
             phone_tails,
-            cache: HashMap::new(),
+            cache: PlHashMap::new(),
             sets: vec![Vec::new()],
-            set_ids: HashMap::new(),
+            set_ids: PlHashMap::new(),
         }
     }
 
@@ -110,14 +114,13 @@ impl Matcher {
         if !raw.is_ascii() {
             return true;
         }
-        let digits = |s: &str| -> String { s.chars().filter(char::is_ascii_digit).collect() };
-        let all = digits(raw);
+        // Called once per distinct raw value, so without allocating.
         let cut = raw
             .find(['x', 'X', '#', '~', ';', ','])
-            .map_or_else(|| all.clone(), |i| digits(&raw[..i]));
-        [all, cut]
+            .map_or(raw, |i| &raw[..i]);
+        [raw, cut]
             .iter()
-            .any(|d| tail4(d).is_none_or(|t| tails.contains(t)))
+            .any(|d| tail4(d).is_none_or(|t| tails.contains(&t)))
     }
 
     fn requests_of_normalized(&self, kind: &str, raw: &str) -> Vec<ReqIdx> {
@@ -203,7 +206,11 @@ impl Matcher {
             }
             let owned = c.on_erase != Some(OnErase::Redact);
             let s = df.column(&c.name)?.as_materialized_series();
-            let mut cache = self.cache.remove(kind).unwrap_or_default();
+            // Sized for a tenant's few thousand distinct values, so it rarely rehashes.
+            let mut cache = self
+                .cache
+                .remove(kind)
+                .unwrap_or_else(|| PlHashMap::with_capacity(4096));
             let result = self.column_hits(&mut cache, kind, s, owned, &mut hits);
             self.cache.insert(kind.to_string(), cache);
             result?;

@@ -376,7 +376,8 @@ impl Folders {
             let (base, g) = parse_folder(folder);
             let used = f.used.entry(base.to_string()).or_default();
             *used = (*used).max(g);
-            if file == MANIFEST_FILE {
+            // An empty manifest is one a crash cut off before the batch's sync: not committed.
+            if file == MANIFEST_FILE && o.size > 0 {
                 let a = f.answered.entry(base.to_string()).or_default();
                 *a = (*a).max(g);
             }
@@ -713,15 +714,24 @@ async fn export_tenant(
         run_id: manifest.run_id.clone(),
         committed_at: manifest.committed_at.clone(),
     };
-    let outputs = ctx.out(tenant).clone().with_budget(budgets.publish);
+    // Group commit: every bundle's files are written without a sync each, the filesystem is
+    // synced once, and only then are the manifests (which commit the bundles) written, and synced
+    // once more before anything reports them committed. A crash before the first sync leaves
+    // unfinished folders, which are skipped, never reused; one before the second may lose
+    // manifests, leaving the same. On object stores every put is already durable.
+    let outputs = ctx
+        .out(tenant)
+        .clone()
+        .with_budget(budgets.publish)
+        .deferred_sync();
     let outputs = &outputs;
-    let published =
+    let staged =
         crate::runtime::for_each_bounded(todo.iter().enumerate(), PUBLISH_CONCURRENCY, |(i, r)| {
             let snapshot = snapshot.clone();
             let scanned = &scanned;
             let start = folders.used.get(&r.base).map_or(1, |g| g + 1);
             async move {
-                let res = publish(
+                let res = stage(
                     ctx,
                     outputs,
                     tenant,
@@ -733,15 +743,33 @@ async fn export_tenant(
                     snapshot,
                 )
                 .await;
-                Ok::<_, Error>(res.unwrap_or_else(|e| {
-                    let mut b = BundleReport::new(&r.request_id, BundleStatus::Failed);
-                    b.error = Some(e.to_string());
-                    b.exit_code = Some(e.exit_code());
-                    (b, None)
-                }))
+                Ok::<_, Error>(res.map_err(|e| failed(&r.request_id, &e)))
             }
         })
         .await?;
+    outputs.sync().await?;
+    let mut published =
+        crate::runtime::for_each_bounded(staged, PUBLISH_CONCURRENCY, |s| async move {
+            Ok::<_, Error>(match s {
+                Ok(s) => {
+                    let request_id = s.request_id.clone();
+                    match commit_bundle(outputs, tenant, s).await {
+                        Ok((b, ev)) => (b, Some(ev)),
+                        Err(e) => (failed(&request_id, &e), None),
+                    }
+                }
+                Err(b) => (b, None),
+            })
+        })
+        .await?;
+    if let Err(e) = outputs.sync().await {
+        // Not known to be durable: reported failed (a rerun finds them answered, or redoes them).
+        for (b, ev) in &mut published {
+            if ev.take().is_some() {
+                *b = failed(&b.request_id, &e);
+            }
+        }
+    }
     timings.publish_ms += t1.elapsed().as_millis() as u64;
     let mut evidence = Vec::new();
     for (b, ev) in published {
@@ -1136,9 +1164,28 @@ async fn scan(
     })
 }
 
-/// Assembles a bundle, claims a folder for it, uploads it and commits its manifest.
+/// A bundle's report for a request that could not be answered.
+fn failed(request_id: &str, e: &Error) -> BundleReport {
+    let mut b = BundleReport::new(request_id, BundleStatus::Failed);
+    b.error = Some(e.to_string());
+    b.exit_code = Some(e.exit_code());
+    b
+}
+
+/// A bundle whose files are written (not necessarily durable yet) and whose manifest is not.
+struct Staged {
+    request_id: String,
+    dir: String,
+    zip: String,
+    generation: u32,
+    outcome: Outcome,
+    manifest: BundleManifest,
+}
+
+/// Assembles a bundle, claims a folder for it and uploads its files; [`commit_bundle`] commits
+/// it once the files are durable.
 #[allow(clippy::too_many_arguments)]
-async fn publish(
+async fn stage(
     ctx: &Context,
     outputs: &Location,
     tenant: &str,
@@ -1148,7 +1195,7 @@ async fn publish(
     first_generation: u32,
     formats: Formats,
     snapshot: SnapshotRef,
-) -> Result<(BundleReport, Option<BundleEvidence>)> {
+) -> Result<Staged> {
     let prefix = bundles_prefix(tenant);
     let now = chrono::Utc::now();
     let i = req as usize;
@@ -1272,7 +1319,30 @@ async fn publish(
     .buffer_unordered(UPLOAD_CONCURRENCY)
     .try_collect::<Vec<()>>()
     .await?;
-    let built = built_manifest;
+    Ok(Staged {
+        request_id: r.request_id.clone(),
+        dir,
+        zip,
+        generation,
+        outcome,
+        manifest: built_manifest,
+    })
+}
+
+/// Commits a staged bundle by writing its manifest (create-if-absent).
+async fn commit_bundle(
+    outputs: &Location,
+    tenant: &str,
+    staged: Staged,
+) -> Result<(BundleReport, BundleEvidence)> {
+    let Staged {
+        request_id,
+        dir,
+        zip,
+        generation,
+        outcome,
+        manifest: built,
+    } = staged;
     let body = serde_json::to_vec_pretty(&built)
         .map_err(|e| Error::internal(format!("bundle manifest encoding: {e}")))?;
     let manifest_sha256 = sha256_hex(&body);
@@ -1286,7 +1356,7 @@ async fn publish(
             message: format!("bundle {dir} was committed by another writer"),
         });
     }
-    let mut b = BundleReport::new(&r.request_id, BundleStatus::Written);
+    let mut b = BundleReport::new(&request_id, BundleStatus::Written);
     b.path = Some(dir.clone());
     b.zip = Some(zip.clone());
     b.generation = Some(generation);
@@ -1312,7 +1382,7 @@ async fn publish(
     }
     let ev = BundleEvidence {
         request: crate::evidence::RequestEvidence {
-            request_id: r.request_id.clone(),
+            request_id,
             kind: "access".into(),
             identifier_hash: built.identifier_hash.clone(),
             applied_in: format!(
@@ -1324,7 +1394,7 @@ async fn publish(
         rows: b.rows.values().sum(),
     };
     b.manifest_sha256 = Some(manifest_sha256);
-    Ok((b, Some(ev)))
+    Ok((b, ev))
 }
 
 /// Uploads one file of a bundle: from memory, or from the spool (streamed in parts when large).
@@ -1457,8 +1527,19 @@ mod tests {
             info("tenants/t/bundles/A~2/README.md"),
             info("tenants/t/bundles/B/README.md"),
             info("tenants/t/bundles/B/README.md"),
+            info("tenants/t/bundles/C/README.md"),
+            ObjectInfo {
+                size: 0,
+                ..info("tenants/t/bundles/C/manifest.json")
+            },
         ];
         let f = Folders::from_listing(&listed, prefix);
+        assert_eq!(
+            f.answered.get("C"),
+            None,
+            "an empty manifest (cut off by a crash before the batch's sync) commits nothing"
+        );
+        assert_eq!(f.used.get("C"), Some(&1));
         assert_eq!(f.answered.get("A"), Some(&1));
         assert_eq!(f.used.get("A"), Some(&2), "a crashed --force attempt");
         assert_eq!(f.answered.get("B"), None, "claimed but never committed");

@@ -135,10 +135,33 @@ fn csv_field(s: &str) -> Cow<'_, str> {
     }
 }
 
+/// Whether a spreadsheet opening the CSV could run `s` as a formula (CSV injection: a cell
+/// starting with `=`, `+`, `-`, `@`, tab or carriage return). A signed number or phone number
+/// (`+1 (415) 555-0918`, `-42.5`) holds no function or reference and is left alone.
+fn formula_like(s: &str) -> bool {
+    match s.as_bytes().first() {
+        Some(b'=' | b'@' | b'\t' | b'\r') => true,
+        Some(b'+' | b'-') => !s[1..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b" ()./-".contains(&b)),
+        _ => false,
+    }
+}
+
+/// A CSV cell for a string value: one a spreadsheet would evaluate gets a leading apostrophe
+/// (OWASP's advice; the JSON file of the bundle keeps the exact value, and its README says so).
+fn csv_text(s: &str) -> String {
+    if formula_like(s) {
+        csv_field(&format!("'{s}")).into_owned()
+    } else {
+        csv_field(s).into_owned()
+    }
+}
+
 fn csv_cell(v: &Value) -> String {
     match v {
         Value::Null => String::new(),
-        Value::String(s) => csv_field(s).into_owned(),
+        Value::String(s) => csv_text(s),
         Value::Bool(b) => b.to_string(),
         Value::Number(n) => n.to_string(),
         other => csv_field(&other.to_string()).into_owned(),
@@ -347,8 +370,10 @@ pub fn readme(p: &Pipeline, m: &BundleManifest, redacted: &str) -> String {
         "Each kind of record held about you is in one file per format: `.jsonl` (JSON lines: \
          one JSON object per line), `.csv` (comma-separated, header first; lists are written as \
          JSON arrays) and, when asked for, `.parquet`. A kind of record with none about you may \
-         have no file (0 rows below). Times are UTC (RFC 3339). `manifest.json` lists every file \
-         with its SHA-256 checksum.\n"
+         have no file (0 rows below). Times are UTC (RFC 3339). In the `.csv` files, a text \
+         that a spreadsheet would run as a formula (one starting with `=`, `+`, `-` or `@`) \
+         begins with an apostrophe (`'`), so opening the file runs nothing; the `.jsonl` files \
+         hold every value exactly. `manifest.json` lists every file with its SHA-256 checksum.\n"
     );
     let _ = writeln!(s, "| records | rows | files |\n|---|---:|---|");
     let in_spec_order = p
@@ -473,6 +498,33 @@ pub fn readme(p: &Pipeline, m: &BundleManifest, redacted: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn csv_cells_never_run_as_formulas() {
+        let line = |v: &str| {
+            let mut out = Vec::new();
+            csv_line(&[Value::String(v.into())], &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        for bad in [
+            "=HYPERLINK(\"http://x\",\"y\")",
+            "@SUM(A1)",
+            "+cmd|' /C calc'!A0",
+            "-2+3+cmd|' /C calc'!A0",
+            "\t=1",
+        ] {
+            let l = line(bad);
+            assert!(
+                l.starts_with("'") || l.starts_with("\"'"),
+                "{bad:?} -> {l:?}"
+            );
+        }
+        // Phone numbers and signed numbers are data, kept as they are.
+        assert_eq!(line("+1 (415) 555-0918"), "+1 (415) 555-0918\r\n");
+        assert_eq!(line("+14155550918"), "+14155550918\r\n");
+        assert_eq!(line("-42.5"), "-42.5\r\n");
+        assert_eq!(line("plain, text"), "\"plain, text\"\r\n");
+    }
+
     use super::*;
 
     fn pipeline() -> Pipeline {

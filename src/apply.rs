@@ -14,7 +14,7 @@ use polars::prelude::*;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::identity::{IdentSet, NormColumn, NormalizedFrame};
+use crate::identity::{IdentSet, NormalizedFrame};
 use crate::spec::{Dataset, IdentifierKind, Normalize, OnErase};
 
 /// One rectification, resolved to the person's identifiers.
@@ -315,11 +315,12 @@ pub fn apply_dataset(
             // Which rows hold one of the person's values: from the normalized frame, so the
             // common case (no such row) costs one hash lookup per element and builds nothing.
             let hits: Vec<bool> = match norm.columns.iter().find(|(n, _, _)| n == &c.name) {
-                Some((_, _, NormColumn::List(rows))) => rows
-                    .iter()
+                Some((_, _, col)) if col.is_list() => col
+                    .rows_where(|n| values.contains(n))
+                    .into_iter()
                     .zip(held.iter().zip(&rectified))
                     // A rectified row may hold new values: check it from scratch below.
-                    .map(|(r, (h, f))| !h && (*f || r.iter().any(|n| values.contains(n))))
+                    .map(|(r, (h, f))| !h && (*f || r))
                     .collect(),
                 _ => vec![true; df.height()],
             };

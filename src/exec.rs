@@ -1118,11 +1118,7 @@ fn rehydrate(
     let norm = identity::NormalizedFrame::build(df, ds, kinds)?;
     let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
     for (_, kind, col) in &norm.columns {
-        let values: Vec<&String> = match col {
-            identity::NormColumn::Scalar(v) => v.iter().flatten().collect(),
-            identity::NormColumn::List(v) => v.iter().flatten().collect(),
-        };
-        for v in values {
+        for v in col.distinct() {
             if !seen.insert((kind.clone(), v.clone())) {
                 continue;
             }

@@ -17,7 +17,7 @@ use parquet::bloom_filter::Sbbf;
 use polars::prelude::*;
 use regex::Regex;
 
-use crate::identity::{IdentSet, NormColumn, NormalizedFrame};
+use crate::identity::{IdentSet, NormalizedFrame};
 use crate::spec::{Dataset, IdentifierKind, Normalize};
 
 /// Footer key of the fingerprint (base64 of the filter's bitset).
@@ -96,16 +96,9 @@ fn entry_hashes(
     let norm = NormalizedFrame::build(df, ds, kinds)?;
     for (_, kind, col) in &norm.columns {
         let k = kind.as_bytes();
-        match col {
-            NormColumn::Scalar(v) => v
-                .iter()
-                .flatten()
-                .for_each(|x| add(&[k, b":", x.as_bytes()])),
-            NormColumn::List(v) => v
-                .iter()
-                .flatten()
-                .for_each(|x| add(&[k, b":", x.as_bytes()])),
-        }
+        col.distinct()
+            .iter()
+            .for_each(|x| add(&[k, b":", x.as_bytes()]));
     }
     // Primary keys: a later night learns from the footer whether a re-sent row replaces one here.
     // Hashed part by part in the form `identity::key_strings` builds (no string per row).

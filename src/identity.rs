@@ -54,7 +54,37 @@ thread_local! {
         std::cell::RefCell::new(PlHashMap::new());
 }
 
+/// What a plainly written phone number's parse depends on: a leading `+` and its digits. The
+/// parser ignores separators, so "(415) 555-0100", "415-555-0100" and "415.555.0100" share one
+/// memo entry and one parse: exports write the same number many ways. (Parsing the key also
+/// spares the parser's few rejections of separator placements, e.g. "+1415-555-0918", so every
+/// way of writing the same digits normalizes alike: a proptest checks the key never changes a
+/// number the parser accepts as written.) `None` for anything else
+/// (letters, an extension, other scripts, a `+` inside, a `00` prefix spaced apart): memoized
+/// and parsed as written.
+fn phone_key(t: &str) -> Option<String> {
+    let mut key = String::with_capacity(t.len());
+    let rest = match t.strip_prefix('+') {
+        Some(rest) => {
+            key.push('+');
+            rest
+        }
+        None => t,
+    };
+    for b in rest.bytes() {
+        match b {
+            b'0'..=b'9' => key.push(char::from(b)),
+            b' ' | b'(' | b')' | b'-' | b'.' | b'/' => {}
+            _ => return None,
+        }
+    }
+    // `00` written first is the international prefix (see `parse_phone`); "0 0…" is not.
+    (key.starts_with("00") == t.starts_with("00")).then_some(key)
+}
+
 fn normalize_phone(t: &str, country: Option<phonenumber::country::Id>) -> Option<String> {
+    let key = phone_key(t);
+    let t = key.as_deref().unwrap_or(t);
     if let Some(hit) = PHONE_MEMO.with_borrow(|m| m.get(&country).and_then(|m| m.get(t)).cloned()) {
         return hit;
     }
@@ -95,47 +125,140 @@ fn parse_phone(t: &str, country: Option<phonenumber::country::Id>) -> Option<Str
     )
 }
 
-/// A normalized identifier column: one value per row, or a list per row.
-pub enum NormColumn {
-    Scalar(Vec<Option<String>>),
-    List(Vec<Vec<String>>),
+/// A normalized identifier column: each distinct normalized value once, and per row the indices
+/// of its values (one or none in a scalar column, any number in a list column). Matching a set of
+/// identifiers against it costs one lookup per distinct value, not one per cell, and nothing is
+/// allocated per row.
+pub struct NormColumn {
+    values: Vec<String>,
+    /// Row `i`'s values are `ids[offsets[i]..offsets[i + 1]]`.
+    offsets: Vec<u32>,
+    ids: Vec<u32>,
+    list: bool,
 }
 
-/// Normalizes a whole column, caching per distinct raw value (phone parsing is not cheap).
-pub fn normalize_column(kind: &IdentifierKind, s: &Series) -> PolarsResult<NormColumn> {
-    let mut cache: PlHashMap<String, Option<String>> = PlHashMap::new();
-    let mut norm = |raw: &str| -> Option<String> {
-        if let Some(v) = cache.get(raw) {
-            return v.clone();
+impl NormColumn {
+    /// Every distinct normalized value of the column.
+    pub fn distinct(&self) -> &[String] {
+        &self.values
+    }
+
+    /// Whether the column holds a list per row.
+    pub fn is_list(&self) -> bool {
+        self.list
+    }
+
+    /// Row `i`'s normalized values.
+    pub fn row(&self, i: usize) -> impl Iterator<Item = &String> {
+        let (a, b) = (self.offsets[i] as usize, self.offsets[i + 1] as usize);
+        self.ids[a..b].iter().map(|id| &self.values[*id as usize])
+    }
+
+    /// Per row: whether any of its values satisfies `pred`, which is asked once per distinct
+    /// value.
+    pub fn rows_where(&self, pred: impl FnMut(&String) -> bool) -> Vec<bool> {
+        let hit: Vec<bool> = self.values.iter().map(pred).collect();
+        self.offsets
+            .windows(2)
+            .map(|w| {
+                self.ids[w[0] as usize..w[1] as usize]
+                    .iter()
+                    .any(|id| hit[*id as usize])
+            })
+            .collect()
+    }
+}
+
+/// Builds a [`NormColumn`], normalizing each distinct raw value once.
+struct NormBuilder<'a> {
+    kind: &'a IdentifierKind,
+    /// raw value → index into `values`, or `None` when it does not normalize.
+    by_raw: PlHashMap<&'a str, Option<u32>>,
+    by_norm: PlHashMap<String, u32>,
+    col: NormColumn,
+}
+
+impl<'a> NormBuilder<'a> {
+    fn new(kind: &'a IdentifierKind, rows: usize, list: bool) -> Self {
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0);
+        NormBuilder {
+            kind,
+            by_raw: PlHashMap::new(),
+            by_norm: PlHashMap::new(),
+            col: NormColumn {
+                values: Vec::new(),
+                offsets,
+                ids: Vec::with_capacity(rows),
+                list,
+            },
         }
-        let v = normalize(kind, raw);
-        cache.insert(raw.to_string(), v.clone());
-        v
-    };
+    }
+
+    fn push_value(&mut self, raw: &'a str) {
+        let id = match self.by_raw.get(raw) {
+            Some(id) => *id,
+            None => {
+                let id = normalize(self.kind, raw).map(|n| match self.by_norm.get(&n) {
+                    Some(id) => *id,
+                    None => {
+                        let id = self.col.values.len() as u32;
+                        self.by_norm.insert(n.clone(), id);
+                        self.col.values.push(n);
+                        id
+                    }
+                });
+                self.by_raw.insert(raw, id);
+                id
+            }
+        };
+        if let Some(id) = id {
+            self.col.ids.push(id);
+        }
+    }
+
+    fn end_row(&mut self) {
+        self.col.offsets.push(self.col.ids.len() as u32);
+    }
+}
+
+/// Normalizes a whole column, each distinct raw value once (phone parsing is not cheap).
+pub fn normalize_column(kind: &IdentifierKind, s: &Series) -> PolarsResult<NormColumn> {
     match s.dtype() {
         DataType::List(_) => {
             let ca = s.list()?;
-            let mut out = Vec::with_capacity(ca.len());
-            for item in ca.amortized_iter() {
-                let mut v = Vec::new();
-                if let Some(inner) = item {
-                    let inner = inner.as_ref().cast(&DataType::String)?;
-                    for x in inner.str()?.iter().flatten() {
-                        if let Some(n) = norm(x) {
-                            v.push(n);
-                        }
+            let (values, offsets) = ca.explode_and_offsets(ExplodeOptions {
+                empty_as_null: false,
+                keep_nulls: false,
+            })?;
+            let values = values.cast(&DataType::String)?;
+            let values = values.str()?;
+            // Row `i`'s values are `values[offsets[i] - base..offsets[i + 1] - base]`: offsets
+            // may start past 0 when the list array is a slice.
+            let offsets: &[i64] = offsets.as_slice();
+            let base = offsets.first().copied().unwrap_or(0);
+            let mut b = NormBuilder::new(kind, ca.len(), true);
+            for w in offsets.windows(2) {
+                for j in (w[0] - base) as usize..(w[1] - base) as usize {
+                    if let Some(v) = values.get(j) {
+                        b.push_value(v);
                     }
                 }
-                out.push(v);
+                b.end_row();
             }
-            Ok(NormColumn::List(out))
+            Ok(b.col)
         }
         _ => {
             let s = s.cast(&DataType::String)?;
             let ca = s.str()?;
-            Ok(NormColumn::Scalar(
-                ca.iter().map(|o| o.and_then(&mut norm)).collect(),
-            ))
+            let mut b = NormBuilder::new(kind, ca.len(), false);
+            for v in ca.iter() {
+                if let Some(v) = v {
+                    b.push_value(v);
+                }
+                b.end_row();
+            }
+            Ok(b.col)
         }
     }
 }
@@ -175,14 +298,7 @@ impl NormalizedFrame {
     pub fn row_idents(&self, i: usize) -> Vec<Ident> {
         let mut out = Vec::new();
         for (_, kind, col) in &self.columns {
-            match col {
-                NormColumn::Scalar(v) => {
-                    if let Some(x) = &v[i] {
-                        out.push((kind.clone(), x.clone()));
-                    }
-                }
-                NormColumn::List(v) => out.extend(v[i].iter().map(|x| (kind.clone(), x.clone()))),
-            }
+            out.extend(col.row(i).map(|x| (kind.clone(), x.clone())));
         }
         out
     }
@@ -202,23 +318,8 @@ impl NormalizedFrame {
             let Some(values) = set.by_kind.get(kind) else {
                 continue;
             };
-            match col {
-                NormColumn::Scalar(v) => {
-                    for (i, x) in v.iter().enumerate() {
-                        if let Some(x) = x
-                            && values.contains(x)
-                        {
-                            hit[i] = true;
-                        }
-                    }
-                }
-                NormColumn::List(v) => {
-                    for (i, xs) in v.iter().enumerate() {
-                        if xs.iter().any(|x| values.contains(x)) {
-                            hit[i] = true;
-                        }
-                    }
-                }
+            for (h, r) in hit.iter_mut().zip(col.rows_where(|x| values.contains(x))) {
+                *h |= r;
             }
         }
         hit
@@ -343,6 +444,54 @@ impl IdentityIndex {
 
 #[cfg(test)]
 mod tests {
+    proptest::proptest! {
+        /// Parsing the memo key of a number gives what parsing the number as written gives,
+        /// whenever the parser accepts it as written. (It rejects a few separator placements,
+        /// e.g. "+1415-555-0918" while accepting "+1 415-555-0918"; through the key, every
+        /// way of writing the same digits normalizes alike.)
+        #[test]
+        fn phone_key_parses_like_the_written_number(
+            cc in proptest::sample::select(vec!["", "+1", "+1 ", "1-", "001", "00 1 ", "+44 ", "0"]),
+            area in 200u32..999, mid in 200u32..999, line in 0u32..9999,
+            style in 0usize..6,
+            country in proptest::sample::select(vec![None, Some(phonenumber::country::Id::US), Some(phonenumber::country::Id::GB)]),
+        ) {
+            let body = match style {
+                0 => format!("({area}) {mid}-{line:04}"),
+                1 => format!("{area}.{mid}.{line:04}"),
+                2 => format!("{area}-{mid}-{line:04}"),
+                3 => format!("{area} {mid} {line:04}"),
+                4 => format!("{area}/{mid}{line:04}"),
+                _ => format!("{area}{mid}{line:04}"),
+            };
+            let raw = format!("{cc}{body}");
+            let key = phone_key(&raw);
+            proptest::prop_assert!(key.is_some(), "{}", raw);
+            let key = key.unwrap_or_default();
+            let as_written = parse_phone(&raw, country);
+            if as_written.is_some() {
+                proptest::prop_assert_eq!(&parse_phone(&key, country), &as_written, "{}", raw);
+            }
+            proptest::prop_assert_eq!(normalize_phone(&raw, country), parse_phone(&key, country), "{}", raw);
+        }
+    }
+
+    #[test]
+    fn phone_keys_keep_only_what_the_parse_reads() {
+        assert_eq!(
+            phone_key("+1 (415) 555-0100").as_deref(),
+            Some("+14155550100")
+        );
+        assert_eq!(phone_key("415.555.0100").as_deref(), Some("4155550100"));
+        assert_eq!(
+            phone_key("415-555-0100 x12"),
+            None,
+            "extensions are parsed as written"
+        );
+        assert_eq!(phone_key("0 0 1 415 555 0100"), None, "not the `00` prefix");
+        assert_eq!(phone_key("1+415"), None);
+    }
+
     use super::*;
 
     fn phone() -> IdentifierKind {

@@ -13,7 +13,7 @@ use crate::commit;
 use crate::error::{Error, Result};
 use crate::exec::Context;
 use crate::hash::sha256_hex;
-use crate::identity::{IdentSet, IdentityIndex, NormColumn, NormalizedFrame};
+use crate::identity::{IdentSet, IdentityIndex, NormalizedFrame};
 use crate::ledger::RequestKind;
 use crate::report::{Event, Reporter};
 use crate::spec::Pipeline;
@@ -72,30 +72,14 @@ pub fn check_frame(
     for (col, kind, values) in &norm.columns {
         let mut rows = 0u64;
         let mut hashes = BTreeSet::new();
-        let mut check = |v: &String| -> bool {
-            if erased.contains(kind, v) {
+        let hit = values.rows_where(|v| {
+            let erased = erased.contains(kind, v);
+            if erased {
                 hashes.insert(th.identifier(kind, v));
-                true
-            } else {
-                false
             }
-        };
-        match values {
-            NormColumn::Scalar(v) => {
-                for x in v.iter().flatten() {
-                    if check(x) {
-                        rows += 1;
-                    }
-                }
-            }
-            NormColumn::List(v) => {
-                for xs in v {
-                    if xs.iter().fold(false, |acc, x| check(x) | acc) {
-                        rows += 1;
-                    }
-                }
-            }
-        }
+            erased
+        });
+        rows += hit.iter().filter(|h| **h).count() as u64;
         if rows > 0 {
             findings.push(Finding {
                 tenant: tenant.into(),

@@ -538,4 +538,56 @@ mod tests {
         assert!(parse_requested(&k, "nobody").is_err());
         assert!(parse_requested(&k, "   ").is_err());
     }
+
+    #[test]
+    fn normalized_columns_intern_values_and_keep_rows() {
+        let email = IdentifierKind {
+            name: "email".into(),
+            normalize: Normalize::Email,
+            default_country: None,
+        };
+        let lists: ListChunked = vec![
+            Some(Series::new("".into(), ["skip@x.y"])),
+            Some(Series::new("".into(), ["A@x.y", " a@X.y", "b@x.y"])),
+            None,
+            Some(Series::new("".into(), ["", "B@x.y"])),
+            Some(Series::new("".into(), Vec::<&str>::new())),
+        ]
+        .into_iter()
+        .collect();
+        // A slice: its offsets start past 0.
+        let s = lists.into_series().slice(1, 4);
+        let col = normalize_column(&email, &s).unwrap();
+        assert!(col.is_list());
+        assert_eq!(
+            col.distinct(),
+            ["a@x.y", "b@x.y"],
+            "each value once, in first-seen order"
+        );
+        let rows: Vec<Vec<&String>> = (0..4).map(|i| col.row(i).collect()).collect();
+        assert_eq!(rows[0], ["a@x.y", "a@x.y", "b@x.y"]);
+        assert!(rows[1].is_empty() && rows[3].is_empty());
+        assert_eq!(rows[2], ["b@x.y"], "an empty value is not an identifier");
+        let mut asked = 0;
+        let hit = col.rows_where(|v| {
+            asked += 1;
+            v == "b@x.y"
+        });
+        assert_eq!(hit, [true, false, true, false]);
+        assert_eq!(asked, 2, "asked once per distinct value");
+
+        let scalar = Series::new(
+            "".into(),
+            [
+                Some("4155550100"),
+                None,
+                Some("call me"),
+                Some("(415) 555-0100"),
+            ],
+        );
+        let col = normalize_column(&phone(), &scalar).unwrap();
+        assert!(!col.is_list());
+        assert_eq!(col.distinct(), ["+14155550100"]);
+        assert_eq!(col.rows_where(|_| true), [true, false, false, true]);
+    }
 }

@@ -21,6 +21,8 @@ pub fn normalize(kind: &IdentifierKind, raw: &str) -> Option<String> {
         return None;
     }
     match kind.normalize {
+        // ASCII first: the same result as `to_lowercase`, without Unicode case tables.
+        Normalize::Email if t.is_ascii() => Some(t.to_ascii_lowercase()),
         Normalize::Email => Some(t.to_lowercase()),
         Normalize::Id => Some(t.to_string()),
         Normalize::Phone => normalize_phone(t, kind.default_country),
@@ -43,15 +45,30 @@ pub fn parse_requested(kind: &IdentifierKind, raw: &str) -> Result<String, &'sta
 }
 
 /// Phone parsing (libphonenumber's rules, regex-heavy) was the largest single cost of a run, and
-/// the same numbers recur across datasets and phases (contacts, SMS, calls, footer fingerprints),
-/// so each thread remembers its recent results. A pure function's memo: it holds nothing that
-/// outlives the process and answers the same for every tenant.
+/// the same numbers recur across datasets, phases and threads (contacts, SMS, calls, identity,
+/// footer fingerprints), so the process remembers results, each number parsed once. A pure
+/// function's memo: it holds nothing that outlives the process and answers the same for every
+/// tenant. Sharded so threads rarely wait on one another; each shard is bounded.
 const PHONE_MEMO_MAX: usize = 1 << 18;
+const PHONE_MEMO_SHARDS: usize = 16;
 
-thread_local! {
-    #[allow(clippy::type_complexity)]
-    static PHONE_MEMO: std::cell::RefCell<PlHashMap<Option<phonenumber::country::Id>, PlHashMap<String, Option<String>>>> =
-        std::cell::RefCell::new(PlHashMap::new());
+type PhoneMemo = PlHashMap<Option<phonenumber::country::Id>, PlHashMap<String, Option<String>>>;
+
+static PHONE_MEMO: std::sync::LazyLock<Vec<std::sync::Mutex<PhoneMemo>>> =
+    std::sync::LazyLock::new(|| {
+        (0..PHONE_MEMO_SHARDS)
+            .map(|_| std::sync::Mutex::new(PlHashMap::new()))
+            .collect()
+    });
+
+fn phone_memo(key: &str) -> std::sync::MutexGuard<'static, PhoneMemo> {
+    let h = key.bytes().fold(0usize, |a, b| {
+        a.wrapping_mul(31).wrapping_add(usize::from(b))
+    });
+    // A poisoned shard holds only complete entries (inserts do not panic midway).
+    PHONE_MEMO[h % PHONE_MEMO_SHARDS]
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// What a plainly written phone number's parse depends on: a leading `+` and its digits. The
@@ -85,17 +102,17 @@ fn phone_key(t: &str) -> Option<String> {
 fn normalize_phone(t: &str, country: Option<phonenumber::country::Id>) -> Option<String> {
     let key = phone_key(t);
     let t = key.as_deref().unwrap_or(t);
-    if let Some(hit) = PHONE_MEMO.with_borrow(|m| m.get(&country).and_then(|m| m.get(t)).cloned()) {
-        return hit;
+    if let Some(hit) = phone_memo(t).get(&country).and_then(|m| m.get(t)) {
+        return hit.clone();
     }
+    // Parsed outside the lock: another thread may parse the same number meanwhile, harmlessly.
     let v = parse_phone(t, country);
-    PHONE_MEMO.with_borrow_mut(|m| {
-        let m = m.entry(country).or_default();
-        if m.len() >= PHONE_MEMO_MAX {
-            m.clear();
-        }
-        m.insert(t.to_string(), v.clone());
-    });
+    let mut memo = phone_memo(t);
+    let m = memo.entry(country).or_default();
+    if m.len() >= PHONE_MEMO_MAX / PHONE_MEMO_SHARDS {
+        m.clear();
+    }
+    m.insert(t.to_string(), v.clone());
     v
 }
 
@@ -184,8 +201,9 @@ impl<'a> NormBuilder<'a> {
         offsets.push(0);
         NormBuilder {
             kind,
-            by_raw: PlHashMap::new(),
-            by_norm: PlHashMap::new(),
+            // A column repeats a few thousand distinct values; sized so it rarely rehashes.
+            by_raw: PlHashMap::with_capacity(rows.min(4096)),
+            by_norm: PlHashMap::with_capacity(rows.min(4096)),
             col: NormColumn {
                 values: Vec::new(),
                 offsets,

@@ -30,6 +30,8 @@ pub struct Matcher {
     wanted: PlHashMap<String, PlHashMap<String, Vec<ReqIdx>>>,
     /// Phone kinds → last 4 digits of every wanted number (see [`Matcher::may_be_wanted_phone`]).
     phone_tails: PlHashMap<String, PlHashSet<[u8; 4]>>,
+    /// Other kinds → the shape of every wanted value (see [`Prefilter`]).
+    shapes: PlHashMap<String, PlHashSet<Shape>>,
     /// kind → raw value → index into `sets`; 0 is "nobody's".
     cache: PlHashMap<String, PlHashMap<String, u32>>,
     /// Interned request sets: most values belong to one request or none, so rows share them.
@@ -66,6 +68,67 @@ fn tail4(s: &str) -> Option<[u8; 4]> {
     None
 }
 
+/// Length, first and last byte of a normalized value.
+type Shape = (usize, u8, u8);
+
+/// The shape a raw value of a trim-and-lowercase (`email`) or trim (`id`) kind normalizes to, or
+/// `None` when a cheap reading cannot tell (non-ASCII: Unicode case folding may change lengths).
+fn shape(raw: &str, lowercase: bool) -> Option<Shape> {
+    let t = raw.trim().as_bytes();
+    let (first, last) = (*t.first()?, *t.last()?);
+    if !t.is_ascii() {
+        return None;
+    }
+    Some(if lowercase {
+        (
+            t.len(),
+            first.to_ascii_lowercase(),
+            last.to_ascii_lowercase(),
+        )
+    } else {
+        (t.len(), first, last)
+    })
+}
+
+/// A test that most cells fail at a glance, before any hashing of the whole value: a scan looks
+/// at every identifier cell of a tenant and almost none belongs to a requester. It only ever
+/// rejects values that cannot normalize to a wanted one.
+enum Prefilter {
+    /// Every value goes on to the lookup.
+    None,
+    Phone(PlHashSet<[u8; 4]>),
+    Shape(PlHashSet<Shape>, bool),
+}
+
+impl Prefilter {
+    fn may_match(&self, raw: &str) -> bool {
+        match self {
+            Prefilter::None => true,
+            Prefilter::Phone(tails) => may_be_wanted_phone(tails, raw),
+            Prefilter::Shape(shapes, lowercase) => {
+                shape(raw, *lowercase).is_none_or(|s| shapes.contains(&s))
+            }
+        }
+    }
+}
+
+/// A cheap test before parsing a phone number: however a number is written (country code or
+/// not, trunk prefix, separators), its E.164 form ends with the same last 4 digits, unless an
+/// extension follows; both readings are tried. Anything unusual (non-ASCII digits, fewer than
+/// 4 digits) goes to the parser, so this only ever skips numbers that cannot match.
+fn may_be_wanted_phone(tails: &PlHashSet<[u8; 4]>, raw: &str) -> bool {
+    if !raw.is_ascii() {
+        return true;
+    }
+    // Called for every cell, so without allocating.
+    let cut = raw
+        .find(['x', 'X', '#', '~', ';', ','])
+        .map_or(raw, |i| &raw[..i]);
+    [raw, cut]
+        .iter()
+        .any(|d| tail4(d).is_none_or(|t| tails.contains(&t)))
+}
+
 impl Matcher {
     /// `resolved[i]` is request `i`'s identifiers after identity resolution.
     pub fn new(kinds: &BTreeMap<String, IdentifierKind>, resolved: &[BTreeSet<Ident>]) -> Self {
@@ -93,41 +156,55 @@ impl Matcher {
                 tails.extend(values.keys().filter_map(|v| tail4(v)));
             }
         }
+        // Wanted values are normalized, so their own shape is the one to look for.
+        let mut shapes: PlHashMap<String, PlHashSet<Shape>> = PlHashMap::new();
+        for (kind, values) in &wanted {
+            if let Some(k) = kinds.get(kind)
+                && k.normalize != Normalize::Phone
+            {
+                let set = shapes.entry(kind.clone()).or_default();
+                set.extend(values.keys().filter_map(|v| shape(v, false)));
+            }
+        }
         Matcher {
             kinds: kinds.clone(),
             wanted,
             phone_tails,
+            shapes,
             cache: PlHashMap::new(),
             sets: vec![Vec::new()],
             set_ids: PlHashMap::new(),
         }
     }
 
-    /// A cheap test before parsing a phone number: however a number is written (country code or
-    /// not, trunk prefix, separators), its E.164 form ends with the same last 4 digits, unless an
-    /// extension follows; both readings are tried. Anything unusual (non-ASCII digits, fewer than
-    /// 4 digits) goes to the parser, so this only ever skips numbers that cannot match.
-    fn may_be_wanted_phone(&self, kind: &str, raw: &str) -> bool {
-        let Some(tails) = self.phone_tails.get(kind) else {
-            return true;
+    /// The kind's [`Prefilter`]: small (a few values per request), so a copy per column.
+    fn prefilter(&self, kind: &str) -> Prefilter {
+        let Some(k) = self.kinds.get(kind) else {
+            return Prefilter::None;
         };
-        if !raw.is_ascii() {
-            return true;
+        match k.normalize {
+            Normalize::Phone => self
+                .phone_tails
+                .get(kind)
+                .map_or(Prefilter::None, |t| Prefilter::Phone(t.clone())),
+            Normalize::Email | Normalize::Id => {
+                self.shapes.get(kind).map_or(Prefilter::None, |s| {
+                    Prefilter::Shape(s.clone(), k.normalize == Normalize::Email)
+                })
+            }
         }
-        // Called once per distinct raw value, so without allocating.
-        let cut = raw
-            .find(['x', 'X', '#', '~', ';', ','])
-            .map_or(raw, |i| &raw[..i]);
-        [raw, cut]
-            .iter()
-            .any(|d| tail4(d).is_none_or(|t| tails.contains(&t)))
     }
 
     fn requests_of_normalized(&self, kind: &str, raw: &str) -> Vec<ReqIdx> {
         let Some(k) = self.kinds.get(kind) else {
             return Vec::new();
         };
-        if k.normalize == Normalize::Phone && !self.may_be_wanted_phone(kind, raw) {
+        if k.normalize == Normalize::Phone
+            && self
+                .phone_tails
+                .get(kind)
+                .is_some_and(|t| !may_be_wanted_phone(t, raw))
+        {
             return Vec::new();
         }
         normalize(k, raw)
@@ -249,6 +326,7 @@ impl Matcher {
         owned: bool,
         hits: &mut Vec<(IdxSize, u32, bool)>,
     ) -> PolarsResult<()> {
+        let pre = self.prefilter(kind);
         match s.dtype() {
             DataType::List(_) => {
                 let (values, offsets) = s.list()?.explode_and_offsets(ExplodeOptions {
@@ -263,7 +341,9 @@ impl Matcher {
                 let base = offsets.first().copied().unwrap_or(0);
                 let mut row = 0usize;
                 for (j, v) in values.iter().enumerate() {
-                    let Some(v) = v else { continue };
+                    let Some(v) = v.filter(|v| pre.may_match(v)) else {
+                        continue;
+                    };
                     let j = j as i64 + base;
                     while offsets[row + 1] <= j {
                         row += 1;
@@ -276,7 +356,7 @@ impl Matcher {
             }
             DataType::String => {
                 for (i, v) in s.str()?.iter().enumerate() {
-                    if let Some(v) = v {
+                    if let Some(v) = v.filter(|v| pre.may_match(v)) {
                         let set = self.lookup_in(cache, kind, v);
                         if set != 0 {
                             hits.push((i as IdxSize, set, owned));
@@ -436,6 +516,37 @@ pub fn mask_values(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The prefilter never turns away a value that normalizes to a wanted identifier,
+        /// however it is cased, padded or written.
+        #[test]
+        fn prefilter_keeps_every_writing_of_a_wanted_value(
+            local in "[a-zA-Z0-9._%+-]{1,12}", domain in "[a-zA-Z0-9-]{1,10}\\.[a-zA-Z]{2,4}",
+            pad in proptest::sample::select(vec!["", " ", "\t", "  "]),
+            id in "[A-Za-z0-9-]{1,12}",
+            other in "[ -~]{0,20}",
+        ) {
+            let p = pipeline();
+            let raw_email = format!("{pad}{local}@{domain}{pad}");
+            let email = normalize(&p.identifiers["email"], &raw_email).unwrap();
+            let contact = normalize(&p.identifiers["contact_id"], &format!("{pad}{id}")).unwrap();
+            let m = Matcher::new(&p.identifiers, &[BTreeSet::from([
+                ("email".to_string(), email.clone()),
+                ("contact_id".to_string(), contact),
+            ])]);
+            let pre = m.prefilter("email");
+            for v in [raw_email.clone(), raw_email.to_uppercase(), raw_email.to_lowercase()] {
+                proptest::prop_assert!(pre.may_match(&v), "{}", v);
+            }
+            let padded_id = format!("{id}{pad}");
+            proptest::prop_assert!(m.prefilter("contact_id").may_match(&padded_id));
+            // Whatever the prefilter lets through or not, the answer is the lookup's.
+            if !pre.may_match(&other) {
+                proptest::prop_assert!(normalize(&p.identifiers["email"], &other) != Some(email));
+            }
+        }
+    }
 
     fn pipeline() -> crate::spec::Pipeline {
         crate::spec::load(std::path::Path::new(concat!(

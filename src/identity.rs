@@ -73,12 +73,14 @@ fn phone_memo(key: &str) -> std::sync::MutexGuard<'static, PhoneMemo> {
 
 /// What a plainly written phone number's parse depends on: a leading `+` and its digits. The
 /// parser ignores separators, so "(415) 555-0100", "415-555-0100" and "415.555.0100" share one
-/// memo entry and one parse: exports write the same number many ways. (Parsing the key also
-/// spares the parser's few rejections of separator placements, e.g. "+1415-555-0918", so every
-/// way of writing the same digits normalizes alike: a proptest checks the key never changes a
-/// number the parser accepts as written.) `None` for anything else
-/// (letters, an extension, other scripts, a `+` inside, a `00` prefix spaced apart): memoized
-/// and parsed as written.
+/// memo entry and one parse: exports write the same number many ways. `None` for anything else
+/// (letters, an extension, other scripts, a `+` inside, a `00` prefix spaced apart): memoized and
+/// parsed as written.
+///
+/// Parsing the key also spares the parser's few rejections of separator placements (it refuses
+/// "+1415-555-0918" but accepts "+1 415-555-0918"), so every way of writing the same digits
+/// normalizes alike; a proptest checks that the key never changes a number the parser accepts as
+/// written.
 fn phone_key(t: &str) -> Option<String> {
     let mut key = String::with_capacity(t.len());
     let rest = match t.strip_prefix('+') {

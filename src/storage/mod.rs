@@ -409,12 +409,6 @@ impl Location {
     }
 }
 
-/// Checks that a tenant id is safe to use as a path segment and in file names.
-///
-/// Every path built from a tenant id goes through this (see [`layout::Template::render`]), so a
-/// tenant id from a request file can never address another tenant's or lethe's own objects.
-/// The tenant a path belongs to: the `<t>` of an outputs path `tenants/<t>/...` or of a layout
-/// segment `tenant=<t>`. For messages and evidence grouping, never for building paths.
 /// Flushes the filesystem holding `dir` (or its nearest existing ancestor) to stable storage.
 fn sync_filesystem(dir: &Path) -> Result<()> {
     let existing = dir
@@ -433,6 +427,8 @@ fn sync_filesystem(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The tenant a path belongs to: the `<t>` of an outputs path `tenants/<t>/...` or of a layout
+/// segment `tenant=<t>`. For messages and evidence grouping, never for building paths.
 pub fn tenant_in_path(path: &str) -> Option<&str> {
     path.split("tenants/")
         .nth(1)
@@ -441,6 +437,10 @@ pub fn tenant_in_path(path: &str) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// Checks that a tenant id is safe to use as a path segment and in file names.
+///
+/// Every path built from a tenant id goes through this (see [`layout::Template::render`]), so a
+/// tenant id from a request file can never address another tenant's or lethe's own objects.
 pub fn validate_tenant_id(id: &str) -> std::result::Result<(), String> {
     if id.is_empty() {
         return Err("tenant id is empty".into());

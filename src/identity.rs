@@ -242,27 +242,33 @@ impl<'a> NormBuilder<'a> {
     }
 }
 
+/// A list column's elements as strings (nulls dropped) and offsets from 0: row `i`'s elements are
+/// `values[offsets[i]..offsets[i + 1]]`.
+pub fn list_values(s: &Series) -> PolarsResult<(StringChunked, Vec<usize>)> {
+    let (values, offsets) = s.list()?.explode_and_offsets(ExplodeOptions {
+        empty_as_null: false,
+        keep_nulls: false,
+    })?;
+    let values = values.cast(&DataType::String)?.str()?.clone();
+    // Offsets may start past 0 when the list array is a slice.
+    let offsets: &[i64] = offsets.as_slice();
+    let base = offsets.first().copied().unwrap_or(0);
+    Ok((
+        values,
+        offsets.iter().map(|o| (o - base) as usize).collect(),
+    ))
+}
+
 /// Normalizes a whole column, each distinct raw value once (phone parsing is not cheap).
 pub fn normalize_column(kind: &IdentifierKind, s: &Series) -> PolarsResult<NormColumn> {
     match s.dtype() {
         DataType::List(_) => {
-            let ca = s.list()?;
-            let (values, offsets) = ca.explode_and_offsets(ExplodeOptions {
-                empty_as_null: false,
-                keep_nulls: false,
-            })?;
-            let values = values.cast(&DataType::String)?;
-            let values = values.str()?;
-            // Row `i`'s values are `values[offsets[i] - base..offsets[i + 1] - base]`: offsets
-            // may start past 0 when the list array is a slice.
-            let offsets: &[i64] = offsets.as_slice();
-            let base = offsets.first().copied().unwrap_or(0);
-            let mut b = NormBuilder::new(kind, ca.len(), true);
+            let (values, offsets) = list_values(s)?;
+            let mut b = NormBuilder::new(kind, offsets.len().saturating_sub(1), true);
+            let mut cells = values.iter();
             for w in offsets.windows(2) {
-                for j in (w[0] - base) as usize..(w[1] - base) as usize {
-                    if let Some(v) = values.get(j) {
-                        b.push_value(v);
-                    }
+                for v in cells.by_ref().take(w[1] - w[0]).flatten() {
+                    b.push_value(v);
                 }
                 b.end_row();
             }

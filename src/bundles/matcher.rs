@@ -329,28 +329,16 @@ impl Matcher {
         let pre = self.prefilter(kind);
         match s.dtype() {
             DataType::List(_) => {
-                let (values, offsets) = s.list()?.explode_and_offsets(ExplodeOptions {
-                    empty_as_null: false,
-                    keep_nulls: false,
-                })?;
-                let values = values.cast(&DataType::String)?;
-                let values = values.str()?;
-                // Row `i`'s values are `values[offsets[i] - base..offsets[i + 1] - base]`:
-                // offsets may start past 0 when the list array is a slice.
-                let offsets: &[i64] = offsets.as_slice();
-                let base = offsets.first().copied().unwrap_or(0);
-                let mut row = 0usize;
-                for (j, v) in values.iter().enumerate() {
-                    let Some(v) = v.filter(|v| pre.may_match(v)) else {
-                        continue;
-                    };
-                    let j = j as i64 + base;
-                    while offsets[row + 1] <= j {
-                        row += 1;
-                    }
-                    let set = self.lookup_in(cache, kind, v);
-                    if set != 0 {
-                        hits.push((row as IdxSize, set, owned));
+                let (values, offsets) = crate::identity::list_values(s)?;
+                let mut cells = values.iter();
+                for (row, w) in offsets.windows(2).enumerate() {
+                    for v in cells.by_ref().take(w[1] - w[0]).flatten() {
+                        if pre.may_match(v) {
+                            let set = self.lookup_in(cache, kind, v);
+                            if set != 0 {
+                                hits.push((row as IdxSize, set, owned));
+                            }
+                        }
                     }
                 }
             }

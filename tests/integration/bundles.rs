@@ -772,6 +772,49 @@ fn bundles_on_local_disk() {
     for f in &before {
         assert!(after.contains(f), "{} was rewritten", f.0.display());
     }
+
+    // A crash between writing the manifests and the batch's sync can leave one empty: that
+    // bundle is not committed (the request stays answered by generation 1), and its folder is
+    // never reused: the next --force writes generation 3.
+    let cut = bundles.join(format!("{}~2/manifest.json", r.request_id));
+    std::fs::write(&cut, b"").unwrap();
+    let rerun = tmp.path().join("rerun.json");
+    let o = lethe(
+        &[
+            "export",
+            spec,
+            "--tenant",
+            &r.tenant,
+            "--report",
+            rerun.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let rerun: Value = serde_json::from_slice(&std::fs::read(&rerun).unwrap()).unwrap();
+    let answered = rerun["tenants"][0]["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["request_id"] == r.request_id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(answered["status"], "already_answered", "{answered}");
+    assert_eq!(answered["generation"], 1, "not by the cut generation 2");
+    let o = lethe(&["export", spec, "--tenant", &r.tenant, "--force"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let third = check_bundle(&bundles, &format!("{}~3", r.request_id));
+    assert_eq!(third["generation"], 3);
+    assert_eq!(
+        checksums(&third),
+        checksums(&again),
+        "the same content again"
+    );
+    assert_eq!(
+        std::fs::metadata(&cut).unwrap().len(),
+        0,
+        "the cut folder is left as it was"
+    );
 }
 
 #[test]

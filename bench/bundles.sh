@@ -55,13 +55,8 @@ ncpu=$(nproc)
 threads=${BENCH_THREADS:-$ncpu}
 work=${BENCH_DIR:-$repo/target/bench/bundles}
 as_of=2026-11-29 # the day after the sample's last export (sample-data's fixed end date)
-mkdir -p "$work"
-work=$(cd "$work" && pwd)
-results=$work/results
-rm -rf "$results"
-mkdir -p "$results"
-
-say() { printf '\n== %s\n' "$*" >&2; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 # ---------------------------------------------------------------------------------------------
 say "build"
@@ -84,8 +79,6 @@ if ! python3 -c 'import duckdb' 2>/dev/null; then
   echo "bench: installing duckdb from PyPI (to pick the requested people)" >&2
   python3 -m pip install --quiet duckdb
 fi
-# shellcheck source=bench/lib.sh
-. bench/lib.sh
 
 # ---------------------------------------------------------------------------------------------
 data=$work/data

@@ -1,6 +1,15 @@
-# Shared by bench/run.sh and bench/bundles.sh (sourced; not run on its own). Expects $threads,
-# $ncpu and $results to be set. Pins every measured command to the benchmark's CPUs, gives
-# Polars and rayon that thread budget and lethe a fixed benchmark key, and defines `measure`.
+# Shared by bench/run.sh and bench/bundles.sh (sourced; not run on its own). Expects $work,
+# $threads and $ncpu to be set. Makes $work absolute and sets $results to a fresh
+# $work/results; pins every measured command to the benchmark's CPUs, gives Polars and rayon
+# that thread budget and lethe a fixed benchmark key; defines `say` and `measure`.
+
+mkdir -p "$work"
+work=$(cd "$work" && pwd)
+results=$work/results
+rm -rf "$results"
+mkdir -p "$results"
+
+say() { printf '\n== %s\n' "$*" >&2; }
 
 pin=()
 if command -v taskset >/dev/null 2>&1 && [ "$threads" -le "$ncpu" ]; then

@@ -51,13 +51,8 @@ work=${BENCH_DIR:-$repo/target/bench/$scale}
 scaling=${BENCH_SCALING:-1}
 scaling_duckdb=${BENCH_SCALING_DUCKDB:-0}
 as_of=2026-11-29 # the day after the sample's last export (sample-data's fixed end date)
-mkdir -p "$work"
-work=$(cd "$work" && pwd)
-results=$work/results
-rm -rf "$results"
-mkdir -p "$results"
-
-say() { printf '\n== %s\n' "$*" >&2; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 # ---------------------------------------------------------------------------------------------
 say "build (cargo build --profile $profile)"
@@ -80,8 +75,6 @@ if [ ! -x /usr/bin/time ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" 
   echo "bench: installing GNU time" >&2
   (apt-get install -y -qq time >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get install -y -qq time >/dev/null; }) || true
 fi
-# shellcheck source=bench/lib.sh
-. bench/lib.sh
 
 # dataset DIR TENANTS: generates (or reuses) a sample of TENANTS tenants with days+1 daily
 # exports, and holds the last day back in DIR/held-back/ for the incremental night.

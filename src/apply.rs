@@ -538,13 +538,7 @@ mod tests {
             }
         }
 
-        fn pipeline() -> crate::spec::Pipeline {
-            crate::spec::load(std::path::Path::new(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/pipelines/helpdesk.yaml"
-            )))
-            .unwrap()
-        }
+        use crate::spec::helpdesk as pipeline;
 
         /// (contact index, email case/padding variant, phone format variant)
         fn email_variant(i: usize, v: u8) -> String {

@@ -821,10 +821,7 @@ impl BreachReport {
 mod tests {
     use super::*;
 
-    fn pipeline() -> Pipeline {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/helpdesk.yaml");
-        crate::spec::load(&path).expect("the helpdesk spec loads")
-    }
+    use crate::spec::helpdesk as pipeline;
 
     #[test]
     fn objects_map_to_tenant_and_dataset() {

@@ -67,11 +67,7 @@ mod tests {
     use super::*;
 
     fn contacts(version: bool) -> Dataset {
-        let p = crate::spec::load(std::path::Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/pipelines/helpdesk.yaml"
-        )))
-        .unwrap();
+        let p = crate::spec::helpdesk();
         let mut ds = p.datasets["contacts"].clone();
         ds.sort_by = Vec::new();
         if !version {

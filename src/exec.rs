@@ -1736,11 +1736,7 @@ mod tests {
 
     #[test]
     fn stop_messages_in_any_case_and_direction_spelling() {
-        let p = crate::spec::load(std::path::Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/pipelines/helpdesk.yaml"
-        )))
-        .unwrap();
+        let p = crate::spec::helpdesk();
         let ds = p.datasets.get("sms").unwrap();
         let df = df!(
             "sms_id" => ["s1", "s2", "s3", "s4"],

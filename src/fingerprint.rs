@@ -295,13 +295,16 @@ fn national_digits(e164: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// A set holding one identifier.
+    fn one(kind: &str, value: &str) -> IdentSet {
+        let mut s = IdentSet::default();
+        s.insert(kind, value);
+        s
+    }
+
     #[test]
     fn footer_fingerprint_is_sound_for_identifiers_and_mentions() {
-        let p = crate::spec::load(std::path::Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/pipelines/helpdesk.yaml"
-        )))
-        .unwrap();
+        let p = crate::spec::helpdesk();
         let ds = p.datasets.get("sms").unwrap();
         let df = df!(
             "sms_id" => ["s1", "s2"],
@@ -320,11 +323,6 @@ mod tests {
         let fp = Fingerprint::decode(&enc, key).unwrap();
         // Without the tenant's key the filter answers nothing useful.
         let other = Fingerprint::decode(&enc, [8u8; 16]).unwrap();
-        let one = |k: &str, v: &str| {
-            let mut s = IdentSet::default();
-            s.insert(k, v);
-            s
-        };
         // Present: in identifier columns, and mentioned in free text.
         assert!(fp.may_hold(&one("phone", "+14155550100"), &p.identifiers));
         assert!(fp.may_hold(&one("contact_id", "c2"), &p.identifiers));
@@ -341,11 +339,7 @@ mod tests {
 
     #[test]
     fn an_extended_fingerprint_answers_for_old_and_fresh_rows_and_refuses_to_overfill() {
-        let p = crate::spec::load(std::path::Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/pipelines/helpdesk.yaml"
-        )))
-        .unwrap();
+        let p = crate::spec::helpdesk();
         let ds = p.datasets.get("contacts").unwrap().clone();
         let frame = |ids: Vec<String>| {
             let n = ids.len();
@@ -369,11 +363,6 @@ mod tests {
             .unwrap()
             .unwrap();
         let fp = Fingerprint::decode(&ext, key).unwrap();
-        let one = |k: &str, v: &str| {
-            let mut s = IdentSet::default();
-            s.insert(k, v);
-            s
-        };
         assert!(fp.may_hold(&one("contact_id", "old7"), &p.identifiers));
         assert!(fp.may_hold(&one("email", "old7@example.com"), &p.identifiers));
         assert!(fp.may_hold(&one("contact_id", "new1"), &p.identifiers));

@@ -344,11 +344,7 @@ mod tests {
     use super::*;
 
     fn parse_rows(rows: &[[&str; 8]]) -> Ledger {
-        let p = crate::spec::load(std::path::Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/pipelines/helpdesk.yaml"
-        )))
-        .unwrap();
+        let p = crate::spec::helpdesk();
         let col = |i: usize| rows.iter().map(|r| r[i]).collect::<Vec<_>>();
         let df = df!(
             "request_id" => col(0), "tenant_id" => col(1), "kind" => col(2), "identifier_kind" => col(3),

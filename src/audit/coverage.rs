@@ -382,10 +382,7 @@ pub fn build(p: &Pipeline) -> Coverage {
 mod tests {
     use super::*;
 
-    fn helpdesk() -> Pipeline {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/helpdesk.yaml");
-        crate::spec::load(&path).expect("the helpdesk spec loads")
-    }
+    use crate::spec::helpdesk;
 
     #[test]
     fn helpdesk_columns_are_all_governed() {

@@ -160,10 +160,7 @@ pub fn count(
 mod tests {
     use super::*;
 
-    fn pipeline() -> Pipeline {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/helpdesk.yaml");
-        crate::spec::load(&path).expect("the helpdesk spec loads")
-    }
+    use crate::spec::helpdesk as pipeline;
 
     fn ts(s: &str) -> i64 {
         crate::conform::parse_timestamp(s).unwrap()

@@ -536,13 +536,7 @@ mod tests {
         }
     }
 
-    fn pipeline() -> crate::spec::Pipeline {
-        crate::spec::load(std::path::Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/pipelines/helpdesk.yaml"
-        )))
-        .unwrap()
-    }
+    use crate::spec::helpdesk as pipeline;
 
     fn emails() -> DataFrame {
         let list = |v: &[&str]| Series::new("".into(), v);

@@ -527,13 +527,7 @@ mod tests {
 
     use super::*;
 
-    fn pipeline() -> Pipeline {
-        crate::spec::load(std::path::Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/pipelines/helpdesk.yaml"
-        )))
-        .unwrap()
-    }
+    use crate::spec::helpdesk as pipeline;
 
     #[test]
     fn json_and_csv_say_the_same() {

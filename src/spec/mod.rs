@@ -1037,6 +1037,16 @@ pub fn json_schemas() -> serde_json::Value {
     })
 }
 
+/// The bundled helpdesk pipeline, for unit tests across the crate.
+#[cfg(test)]
+pub fn helpdesk() -> Pipeline {
+    load(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/pipelines/helpdesk.yaml"
+    )))
+    .expect("the bundled helpdesk spec loads")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

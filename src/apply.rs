@@ -204,7 +204,16 @@ pub fn apply_dataset(
     if df.height() == 0 {
         return Ok((df, stats));
     }
-    let norm = NormalizedFrame::build(&df, ds, kinds)?;
+    // Only the identifiers someone asked about (or a hold names) are ever looked for, so only
+    // cells that may be one of them are normalized.
+    let mut wanted = subjects.erase.clone();
+    for set in [&subjects.opt_out, policy.held] {
+        wanted.extend(set.sorted());
+    }
+    for r in subjects.rectify.iter().filter(|r| r.dataset == ds.name) {
+        wanted.extend(r.subject.sorted());
+    }
+    let norm = NormalizedFrame::build_wanted(&df, ds, kinds, &wanted)?;
     let mut df = df;
 
     // Rectify first: erasure of the same person (later or earlier) still wins below.

@@ -834,6 +834,23 @@ async fn compute_tenant(
                 None => new_by_ds.entry(d).or_default().push(df),
             }
         }
+        let mut stops = Vec::new();
+        for ds in p1.tenant_datasets().filter(|d| d.opt_out_signal.is_some()) {
+            for df in new_by_ds.get(&ds.name).into_iter().flatten() {
+                stops.extend(stop_senders(&p1, ds, df).map_err(perr)?);
+            }
+        }
+        // Identity is resolved only for the people named tonight (requests, holds, STOP
+        // senders), so only the linking rows that can reach them are indexed: every version
+        // of every contact would mean parsing every phone number of the tenant.
+        let mut probes = IdentSet::default();
+        probes.extend(
+            requests
+                .iter()
+                .map(|r| (r.identifier_kind.clone(), r.identifier.clone())),
+        );
+        probes.extend(holds.iter().filter_map(|h| h.identifier.clone()));
+        probes.extend(stops.iter().cloned());
         let mut index = IdentityIndex::default();
         if let Some(link) = p1.linking_dataset() {
             for df in new_by_ds
@@ -842,13 +859,9 @@ async fn compute_tenant(
                 .flatten()
                 .chain(link_frames.iter())
             {
-                index.add_frame(df, link, &p1.identifiers).map_err(perr)?;
-            }
-        }
-        let mut stops = Vec::new();
-        for ds in p1.tenant_datasets().filter(|d| d.opt_out_signal.is_some()) {
-            for df in new_by_ds.get(&ds.name).into_iter().flatten() {
-                stops.extend(stop_senders(&p1, ds, df).map_err(perr)?);
+                index
+                    .add_linked(df, link, &p1.identifiers, &probes)
+                    .map_err(perr)?;
             }
         }
         let (subjects, applied) = resolve_subjects(&p1, &t1, &requests, &index, &stops, &keyed1);

@@ -261,6 +261,16 @@ pub fn list_values(s: &Series) -> PolarsResult<(StringChunked, Vec<usize>)> {
 
 /// Normalizes a whole column, each distinct raw value once (phone parsing is not cheap).
 pub fn normalize_column(kind: &IdentifierKind, s: &Series) -> PolarsResult<NormColumn> {
+    normalize_column_where(kind, s, |_| true)
+}
+
+/// As [`normalize_column`], normalizing only the raw values `keep` lets through (the others are
+/// left out, as values that do not normalize are).
+fn normalize_column_where(
+    kind: &IdentifierKind,
+    s: &Series,
+    keep: impl Fn(&str) -> bool,
+) -> PolarsResult<NormColumn> {
     match s.dtype() {
         DataType::List(_) => {
             let (values, offsets) = list_values(s)?;
@@ -268,7 +278,9 @@ pub fn normalize_column(kind: &IdentifierKind, s: &Series) -> PolarsResult<NormC
             let mut cells = values.iter();
             for w in offsets.windows(2) {
                 for v in cells.by_ref().take(w[1] - w[0]).flatten() {
-                    b.push_value(v);
+                    if keep(v) {
+                        b.push_value(v);
+                    }
                 }
                 b.end_row();
             }
@@ -279,7 +291,7 @@ pub fn normalize_column(kind: &IdentifierKind, s: &Series) -> PolarsResult<NormC
             let ca = s.str()?;
             let mut b = NormBuilder::new(kind, ca.len(), false);
             for v in ca.iter() {
-                if let Some(v) = v {
+                if let Some(v) = v.filter(|v| keep(v)) {
                     b.push_value(v);
                 }
                 b.end_row();
@@ -287,6 +299,105 @@ pub fn normalize_column(kind: &IdentifierKind, s: &Series) -> PolarsResult<NormC
             Ok(b.col)
         }
     }
+}
+
+/// The last 4 ASCII digits of `s`, when it has that many (other characters are skipped).
+fn tail4(s: &str) -> Option<[u8; 4]> {
+    let mut t = [0u8; 4];
+    let mut n = 0;
+    for b in s.bytes().rev().filter(u8::is_ascii_digit) {
+        n += 1;
+        t[4 - n] = b;
+        if n == 4 {
+            return Some(t);
+        }
+    }
+    None
+}
+
+/// Length, first and last byte of a normalized value.
+type Shape = (usize, u8, u8);
+
+/// The shape a raw value of a trim-and-lowercase (`email`) or trim (`id`) kind normalizes to, or
+/// `None` when a cheap reading cannot tell (non-ASCII: Unicode case folding may change lengths).
+fn shape(raw: &str, lowercase: bool) -> Option<Shape> {
+    let t = raw.trim().as_bytes();
+    let (first, last) = (*t.first()?, *t.last()?);
+    if !t.is_ascii() {
+        return None;
+    }
+    Some(if lowercase {
+        (
+            t.len(),
+            first.to_ascii_lowercase(),
+            last.to_ascii_lowercase(),
+        )
+    } else {
+        (t.len(), first, last)
+    })
+}
+
+/// A test that most raw identifier cells fail at a glance, before any normalizing or hashing of
+/// the whole value, for when only a few wanted people matter (a request's, tonight's erasures):
+/// a scan looks at every identifier cell and almost none belongs to them. It only ever turns
+/// away values that cannot normalize to a wanted one (a proptest checks this).
+#[derive(Debug, Clone)]
+pub enum Prefilter {
+    /// Every value goes on to normalization.
+    All,
+    /// Phones: the last 4 digits of every wanted number.
+    Phone(PlHashSet<[u8; 4]>),
+    /// Emails (lowercased) and ids: length, first and last byte of every wanted value.
+    Shape(PlHashSet<Shape>, bool),
+}
+
+impl Prefilter {
+    /// The prefilter for raw values of `kind` that may normalize to one of `wanted` (normalized
+    /// values of that kind).
+    pub fn new<'a>(kind: &IdentifierKind, wanted: impl IntoIterator<Item = &'a String>) -> Self {
+        match kind.normalize {
+            // A number without 4 digits (not E.164, so not from normalization) could hide any
+            // writing: then everything is looked at.
+            Normalize::Phone => wanted
+                .into_iter()
+                .map(|v| tail4(v))
+                .collect::<Option<PlHashSet<_>>>()
+                .map_or(Prefilter::All, Prefilter::Phone),
+            Normalize::Email | Normalize::Id => Prefilter::Shape(
+                // A non-ASCII wanted value has no shape; no ASCII value normalizes to it, and
+                // non-ASCII raw values always pass.
+                wanted.into_iter().filter_map(|v| shape(v, false)).collect(),
+                kind.normalize == Normalize::Email,
+            ),
+        }
+    }
+
+    pub fn may_match(&self, raw: &str) -> bool {
+        match self {
+            Prefilter::All => true,
+            Prefilter::Phone(tails) => may_be_wanted_phone(tails, raw),
+            Prefilter::Shape(shapes, lowercase) => {
+                shape(raw, *lowercase).is_none_or(|s| shapes.contains(&s))
+            }
+        }
+    }
+}
+
+/// A cheap test before parsing a phone number: however a number is written (country code or
+/// not, trunk prefix, separators), its E.164 form ends with the same last 4 digits, unless an
+/// extension follows; both readings are tried. Anything unusual (non-ASCII digits, fewer than
+/// 4 digits) goes to the parser, so this only ever skips numbers that cannot match.
+fn may_be_wanted_phone(tails: &PlHashSet<[u8; 4]>, raw: &str) -> bool {
+    if !raw.is_ascii() {
+        return true;
+    }
+    // Called for every cell, so without allocating.
+    let cut = raw
+        .find(['x', 'X', '#', '~', ';', ','])
+        .map_or(raw, |i| &raw[..i]);
+    [raw, cut]
+        .iter()
+        .any(|d| tail4(d).is_none_or(|t| tails.contains(&t)))
 }
 
 /// Normalized identifier columns of one frame, by column name.
@@ -312,6 +423,40 @@ impl NormalizedFrame {
                 c.name.clone(),
                 kind_name.to_string(),
                 normalize_column(kind, s)?,
+            ));
+        }
+        Ok(NormalizedFrame {
+            columns,
+            height: df.height(),
+        })
+    }
+
+    /// Only what matching against `wanted` needs: columns of a kind with wanted values, and in
+    /// them only the cells a [`Prefilter`] lets through. [`NormalizedFrame::matches`] with
+    /// `wanted`, or any subset of it, gives what it gives on a full build; most phone numbers
+    /// are never parsed. (Not for [`NormalizedFrame::row_idents`], which needs every value.)
+    pub fn build_wanted(
+        df: &DataFrame,
+        ds: &Dataset,
+        kinds: &BTreeMap<String, IdentifierKind>,
+        wanted: &IdentSet,
+    ) -> PolarsResult<Self> {
+        let mut columns = Vec::new();
+        for c in ds.identifier_columns() {
+            let kind_name = c.identifier.as_deref().unwrap_or_default();
+            let (Some(kind), Some(values)) = (kinds.get(kind_name), wanted.by_kind.get(kind_name))
+            else {
+                continue;
+            };
+            if values.is_empty() {
+                continue;
+            }
+            let pre = Prefilter::new(kind, values);
+            let s = df.column(&c.name)?.as_materialized_series();
+            columns.push((
+                c.name.clone(),
+                kind_name.to_string(),
+                normalize_column_where(kind, s, |v| pre.may_match(v))?,
             ));
         }
         Ok(NormalizedFrame {
@@ -450,6 +595,40 @@ impl IdentityIndex {
         Ok(())
     }
 
+    /// Adds only the rows of one linking-dataset frame that resolving `probes` can reach: rows
+    /// carrying one of them, and every row sharing a primary key with those (other versions of
+    /// the same record). `resolve` of any probe then gives what it gives over the whole frame,
+    /// without normalizing (or parsing the phone number of) every contact of the tenant.
+    pub fn add_linked(
+        &mut self,
+        df: &DataFrame,
+        ds: &Dataset,
+        kinds: &BTreeMap<String, IdentifierKind>,
+        probes: &IdentSet,
+    ) -> PolarsResult<()> {
+        let norm = NormalizedFrame::build_wanted(df, ds, kinds, probes)?;
+        let hit = norm.matches(probes, None);
+        if !hit.iter().any(|h| *h) {
+            return Ok(());
+        }
+        let linked = match ds.primary_key.as_slice() {
+            [key] => {
+                let rows = BooleanChunked::from_slice(PlSmallStr::EMPTY, &hit);
+                let keys = df.filter(&rows)?;
+                let keys = keys.column(key)?.as_materialized_series().implode()?;
+                let mask = is_in(
+                    df.column(key)?.as_materialized_series(),
+                    &keys.into_series(),
+                    false,
+                )?;
+                df.filter(&mask)?
+            }
+            // A composite key: every row (always exact, just slower to index).
+            _ => df.clone(),
+        };
+        self.add_frame(&linked, ds, kinds)
+    }
+
     /// All identifiers of the person (or people) holding `id`: the rows that carry it, every
     /// version of those records, and every identifier on them. Always includes `id` itself.
     pub fn resolve(&self, id: &Ident) -> BTreeSet<Ident> {
@@ -500,6 +679,36 @@ mod tests {
             }
             proptest::prop_assert_eq!(normalize_phone(&raw, country), parse_phone(&key, country), "{}", raw);
         }
+
+        /// The phone prefilter never turns away a writing of a wanted number (with or without
+        /// country code, trunk prefix, separators or an extension), and turns away only numbers
+        /// that normalize to something else.
+        #[test]
+        fn phone_prefilter_keeps_every_writing_of_a_wanted_number(
+            cc in proptest::sample::select(vec!["", "+1", "+1 ", "1-", "001", "00 1 ", "+44 ", "0"]),
+            area in 200u32..999, mid in 200u32..999, line in 0u32..9999,
+            style in 0usize..6,
+            ext in proptest::sample::select(vec!["", " x12", " ext. 7", "#3"]),
+            other in "[0-9 ()+.-]{4,16}",
+        ) {
+            let body = match style {
+                0 => format!("({area}) {mid}-{line:04}"),
+                1 => format!("{area}.{mid}.{line:04}"),
+                2 => format!("{area}-{mid}-{line:04}"),
+                3 => format!("{area} {mid} {line:04}"),
+                4 => format!("{area}/{mid}{line:04}"),
+                _ => format!("{area}{mid}{line:04}"),
+            };
+            let raw = format!("{cc}{body}{ext}");
+            let kind = phone();
+            if let Some(wanted) = normalize(&kind, &raw) {
+                let pre = Prefilter::new(&kind, [&wanted]);
+                proptest::prop_assert!(pre.may_match(&raw), "{} -> {}", raw, wanted);
+                if !pre.may_match(&other) {
+                    proptest::prop_assert_ne!(normalize(&kind, &other), Some(wanted));
+                }
+            }
+        }
     }
 
     #[test]
@@ -526,6 +735,83 @@ mod tests {
             normalize: Normalize::Phone,
             default_country: Some(phonenumber::country::Id::US),
         }
+    }
+
+    #[test]
+    fn linked_rows_resolve_like_the_whole_frame() {
+        let p = crate::spec::helpdesk();
+        let ds = p.datasets.get("contacts").unwrap();
+        let df = df!(
+            "contact_id" => ["c1", "c2", "c1", "c3"],
+            "name" => ["A", "B", "A2", "C"],
+            "email" => ["a@x.example", "b@x.example", "a.old@x.example", "c@x.example"],
+            "phone" => ["+1 415 555 0100", "4155550101", "0014155550100", "4155550102"],
+            "company" => ["X", "X", "X", "X"],
+            "opted_out" => [false, false, false, false],
+            "created_at" => [0i64, 0, 0, 0],
+            "updated_at" => [1i64, 1, 0, 1],
+        )
+        .unwrap();
+        let df = crate::conform::conform(df, ds, "t").unwrap();
+        let queries: Vec<Ident> = vec![
+            ("phone".into(), "+14155550100".into()),
+            ("email".into(), "b@x.example".into()),
+            ("email".into(), "nobody@x.example".into()),
+        ];
+        let mut full = IdentityIndex::default();
+        full.add_frame(&df, ds, &p.identifiers).unwrap();
+        let mut probes = IdentSet::default();
+        probes.extend(queries.iter().cloned());
+        let mut small = IdentityIndex::default();
+        small.add_linked(&df, ds, &p.identifiers, &probes).unwrap();
+        assert_eq!(small.rows.len(), 3, "c1 (both versions) and c2, not c3");
+        for q in &queries {
+            assert_eq!(small.resolve(q), full.resolve(q), "{q:?}");
+        }
+        assert!(
+            full.resolve(&queries[0])
+                .contains(&("email".to_string(), "a.old@x.example".to_string()))
+        );
+        // Nobody probed: nothing indexed.
+        let mut none = IdentityIndex::default();
+        none.add_linked(&df, ds, &p.identifiers, &IdentSet::default())
+            .unwrap();
+        assert!(none.rows.is_empty());
+    }
+
+    #[test]
+    fn wanted_build_matches_like_a_full_build() {
+        let p = crate::spec::helpdesk();
+        let mut ds = p.datasets.get("emails").unwrap().clone();
+        ds.columns
+            .retain(|k, _| ["from_addr", "to_addrs"].contains(&&**k));
+        let ds = &ds;
+        let list = |v: &[&str]| Series::new("".into(), v);
+        let mut df =
+            df!("from_addr" => [" Ann@X.example", "bob@x.example", "carl@x.example"]).unwrap();
+        let to: ListChunked = [
+            Some(list(&["bob@x.example"])),
+            Some(list(&["ANN@x.example ", "dora@x.example"])),
+            Some(list(&[])),
+        ]
+        .into_iter()
+        .collect();
+        df.with_column(to.with_name("to_addrs".into()).into_column())
+            .unwrap();
+        let mut wanted = IdentSet::default();
+        wanted.insert("email", "ann@x.example");
+        let full = NormalizedFrame::build(&df, ds, &p.identifiers).unwrap();
+        let part = NormalizedFrame::build_wanted(&df, ds, &p.identifiers, &wanted).unwrap();
+        assert_eq!(full.matches(&wanted, None), vec![true, true, false]);
+        assert_eq!(part.matches(&wanted, None), full.matches(&wanted, None));
+        let only_from = |c: &str| c == "from_addr";
+        assert_eq!(
+            part.matches(&wanted, Some(&only_from)),
+            full.matches(&wanted, Some(&only_from))
+        );
+        // Cells of another shape were never normalized.
+        let (_, _, from) = &part.columns[0];
+        assert_eq!(from.distinct(), ["ann@x.example".to_string()].as_slice());
     }
 
     #[test]

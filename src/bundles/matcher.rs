@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use polars::prelude::*;
 
-use crate::identity::{Ident, normalize};
-use crate::spec::{Dataset, IdentifierKind, Normalize, OnErase};
+use crate::identity::{Ident, Prefilter, normalize};
+use crate::spec::{Dataset, IdentifierKind, OnErase};
 
 /// Index of a request in the tenant's list of pending requests.
 pub type ReqIdx = u32;
@@ -28,10 +28,8 @@ pub struct Matcher {
     kinds: BTreeMap<String, IdentifierKind>,
     /// kind → normalized value → requests (sorted, deduplicated).
     wanted: PlHashMap<String, PlHashMap<String, Vec<ReqIdx>>>,
-    /// Phone kinds → last 4 digits of every wanted number (see [`Matcher::may_be_wanted_phone`]).
-    phone_tails: PlHashMap<String, PlHashSet<[u8; 4]>>,
-    /// Other kinds → the shape of every wanted value (see [`Prefilter`]).
-    shapes: PlHashMap<String, PlHashSet<Shape>>,
+    /// kind → the test most cells fail before any normalizing (see [`Prefilter`]).
+    prefilters: PlHashMap<String, Prefilter>,
     /// kind → raw value → index into `sets`; 0 is "nobody's".
     cache: PlHashMap<String, PlHashMap<String, u32>>,
     /// Interned request sets: most values belong to one request or none, so rows share them.
@@ -54,81 +52,6 @@ impl RequestRows {
     }
 }
 
-/// The last 4 ASCII digits of `s`, when it has that many (other characters are skipped).
-fn tail4(s: &str) -> Option<[u8; 4]> {
-    let mut t = [0u8; 4];
-    let mut n = 0;
-    for b in s.bytes().rev().filter(u8::is_ascii_digit) {
-        n += 1;
-        t[4 - n] = b;
-        if n == 4 {
-            return Some(t);
-        }
-    }
-    None
-}
-
-/// Length, first and last byte of a normalized value.
-type Shape = (usize, u8, u8);
-
-/// The shape a raw value of a trim-and-lowercase (`email`) or trim (`id`) kind normalizes to, or
-/// `None` when a cheap reading cannot tell (non-ASCII: Unicode case folding may change lengths).
-fn shape(raw: &str, lowercase: bool) -> Option<Shape> {
-    let t = raw.trim().as_bytes();
-    let (first, last) = (*t.first()?, *t.last()?);
-    if !t.is_ascii() {
-        return None;
-    }
-    Some(if lowercase {
-        (
-            t.len(),
-            first.to_ascii_lowercase(),
-            last.to_ascii_lowercase(),
-        )
-    } else {
-        (t.len(), first, last)
-    })
-}
-
-/// A test that most cells fail at a glance, before any hashing of the whole value: a scan looks
-/// at every identifier cell of a tenant and almost none belongs to a requester. It only ever
-/// rejects values that cannot normalize to a wanted one.
-enum Prefilter {
-    /// Every value goes on to the lookup.
-    None,
-    Phone(PlHashSet<[u8; 4]>),
-    Shape(PlHashSet<Shape>, bool),
-}
-
-impl Prefilter {
-    fn may_match(&self, raw: &str) -> bool {
-        match self {
-            Prefilter::None => true,
-            Prefilter::Phone(tails) => may_be_wanted_phone(tails, raw),
-            Prefilter::Shape(shapes, lowercase) => {
-                shape(raw, *lowercase).is_none_or(|s| shapes.contains(&s))
-            }
-        }
-    }
-}
-
-/// A cheap test before parsing a phone number: however a number is written (country code or
-/// not, trunk prefix, separators), its E.164 form ends with the same last 4 digits, unless an
-/// extension follows; both readings are tried. Anything unusual (non-ASCII digits, fewer than
-/// 4 digits) goes to the parser, so this only ever skips numbers that cannot match.
-fn may_be_wanted_phone(tails: &PlHashSet<[u8; 4]>, raw: &str) -> bool {
-    if !raw.is_ascii() {
-        return true;
-    }
-    // Called for every cell, so without allocating.
-    let cut = raw
-        .find(['x', 'X', '#', '~', ';', ','])
-        .map_or(raw, |i| &raw[..i]);
-    [raw, cut]
-        .iter()
-        .any(|d| tail4(d).is_none_or(|t| tails.contains(&t)))
-}
-
 impl Matcher {
     /// `resolved[i]` is request `i`'s identifiers after identity resolution.
     pub fn new(kinds: &BTreeMap<String, IdentifierKind>, resolved: &[BTreeSet<Ident>]) -> Self {
@@ -146,31 +69,21 @@ impl Matcher {
                 }
             }
         }
-        let mut phone_tails: PlHashMap<String, PlHashSet<[u8; 4]>> = PlHashMap::new();
-        for (kind, values) in &wanted {
-            if kinds
-                .get(kind)
-                .is_some_and(|k| k.normalize == Normalize::Phone)
-            {
-                let tails = phone_tails.entry(kind.clone()).or_default();
-                tails.extend(values.keys().filter_map(|v| tail4(v)));
-            }
-        }
-        // Wanted values are normalized, so their own shape is the one to look for.
-        let mut shapes: PlHashMap<String, PlHashSet<Shape>> = PlHashMap::new();
-        for (kind, values) in &wanted {
-            if let Some(k) = kinds.get(kind)
-                && k.normalize != Normalize::Phone
-            {
-                let set = shapes.entry(kind.clone()).or_default();
-                set.extend(values.keys().filter_map(|v| shape(v, false)));
-            }
-        }
+        // Wanted values are normalized, so their own shapes (or last digits) are the ones to
+        // look for.
+        let prefilters = wanted
+            .iter()
+            .filter_map(|(kind, values)| {
+                Some((
+                    kind.clone(),
+                    Prefilter::new(kinds.get(kind)?, values.keys()),
+                ))
+            })
+            .collect();
         Matcher {
             kinds: kinds.clone(),
             wanted,
-            phone_tails,
-            shapes,
+            prefilters,
             cache: PlHashMap::new(),
             sets: vec![Vec::new()],
             set_ids: PlHashMap::new(),
@@ -179,32 +92,14 @@ impl Matcher {
 
     /// The kind's [`Prefilter`]: small (a few values per request), so a copy per column.
     fn prefilter(&self, kind: &str) -> Prefilter {
-        let Some(k) = self.kinds.get(kind) else {
-            return Prefilter::None;
-        };
-        match k.normalize {
-            Normalize::Phone => self
-                .phone_tails
-                .get(kind)
-                .map_or(Prefilter::None, |t| Prefilter::Phone(t.clone())),
-            Normalize::Email | Normalize::Id => {
-                self.shapes.get(kind).map_or(Prefilter::None, |s| {
-                    Prefilter::Shape(s.clone(), k.normalize == Normalize::Email)
-                })
-            }
-        }
+        self.prefilters.get(kind).cloned().unwrap_or(Prefilter::All)
     }
 
     fn requests_of_normalized(&self, kind: &str, raw: &str) -> Vec<ReqIdx> {
         let Some(k) = self.kinds.get(kind) else {
             return Vec::new();
         };
-        if k.normalize == Normalize::Phone
-            && self
-                .phone_tails
-                .get(kind)
-                .is_some_and(|t| !may_be_wanted_phone(t, raw))
-        {
+        if self.prefilters.get(kind).is_some_and(|p| !p.may_match(raw)) {
             return Vec::new();
         }
         normalize(k, raw)
@@ -359,32 +254,6 @@ impl Matcher {
         }
         Ok(())
     }
-}
-
-/// The rows of a linking-dataset frame that identity resolution of the `probe`'s identifiers
-/// can reach: rows carrying one of them, and every row sharing a primary key with those (other
-/// versions of the same record). An [`crate::identity::IdentityIndex`] over these rows resolves
-/// the probed identifiers exactly as one over the whole frame would.
-pub fn linked_rows(probe: &mut Matcher, df: &DataFrame, ds: &Dataset) -> PolarsResult<DataFrame> {
-    let mut rows: Vec<IdxSize> = probe
-        .split(df, ds)?
-        .into_values()
-        .flat_map(|r| r.rows)
-        .collect();
-    rows.sort_unstable();
-    rows.dedup();
-    let [key] = ds.primary_key.as_slice() else {
-        // A composite key: keep every row (always exact, just slower to index).
-        return Ok(df.clone());
-    };
-    let hit = df.take(&IdxCa::from_vec(PlSmallStr::EMPTY, rows))?;
-    let keys = hit.column(key)?.as_materialized_series().implode()?;
-    let mask = is_in(
-        df.column(key)?.as_materialized_series(),
-        &keys.into_series(),
-        false,
-    )?;
-    df.filter(&mask)
 }
 
 /// The rows of `df` that belong to request `req`, as that person may see them: in a shared row
@@ -672,48 +541,6 @@ mod tests {
         assert_eq!(
             String::from_utf8(rowwise).unwrap(),
             String::from_utf8(framewise).unwrap()
-        );
-    }
-
-    #[test]
-    fn linked_rows_resolve_like_the_whole_frame() {
-        use crate::identity::IdentityIndex;
-        let p = pipeline();
-        let ds = p.datasets.get("contacts").unwrap();
-        let df = df!(
-            "contact_id" => ["c1", "c2", "c1", "c3"],
-            "name" => ["A", "B", "A2", "C"],
-            "email" => ["a@x.example", "b@x.example", "a.old@x.example", "c@x.example"],
-            "phone" => ["+1 415 555 0100", "4155550101", "0014155550100", "4155550102"],
-            "company" => ["X", "X", "X", "X"],
-            "opted_out" => [false, false, false, false],
-            "created_at" => [0i64, 0, 0, 0],
-            "updated_at" => [1i64, 1, 0, 1],
-        )
-        .unwrap();
-        let df = crate::conform::conform(df, ds, "t").unwrap();
-        let queries: Vec<Ident> = vec![
-            ("phone".into(), "+14155550100".into()),
-            ("email".into(), "b@x.example".into()),
-            ("email".into(), "nobody@x.example".into()),
-        ];
-        let mut full = IdentityIndex::default();
-        full.add_frame(&df, ds, &p.identifiers).unwrap();
-        let probes: Vec<BTreeSet<Ident>> = queries
-            .iter()
-            .map(|q| BTreeSet::from([q.clone()]))
-            .collect();
-        let mut probe = Matcher::new(&p.identifiers, &probes);
-        let linked = linked_rows(&mut probe, &df, ds).unwrap();
-        assert_eq!(linked.height(), 3, "c1 (both versions) and c2");
-        let mut small = IdentityIndex::default();
-        small.add_frame(&linked, ds, &p.identifiers).unwrap();
-        for q in &queries {
-            assert_eq!(small.resolve(q), full.resolve(q), "{q:?}");
-        }
-        assert!(
-            full.resolve(&queries[0])
-                .contains(&("email".to_string(), "a.old@x.example".to_string()))
         );
     }
 

@@ -49,7 +49,7 @@ use crate::commit::{self, FileEntry, Manifest};
 use crate::error::{Error, Result};
 use crate::exec::Context;
 use crate::hash::sha256_hex;
-use crate::identity::{self, Ident, IdentityIndex};
+use crate::identity::{self, Ident, IdentSet, IdentityIndex};
 use crate::ledger::RequestKind;
 use crate::report::{Event, Reporter};
 use crate::runtime::cpu;
@@ -1060,19 +1060,18 @@ async fn scan(
             // Only the records that carry a queried identifier (and their other versions) can
             // change a resolution, so only they are indexed: indexing every contact would parse
             // every phone number of the tenant.
-            let probes: Vec<BTreeSet<Ident>> = queries
-                .iter()
-                .chain(erasures.iter().map(|(_, _, q)| q))
-                .map(|q| BTreeSet::from([q.clone()]))
-                .collect();
-            let mut probe = Matcher::new(&p.identifiers, &probes);
+            let mut probes = IdentSet::default();
+            probes.extend(
+                queries
+                    .iter()
+                    .chain(erasures.iter().map(|(_, _, q)| q))
+                    .cloned(),
+            );
             let mut index = IdentityIndex::default();
             if let Some(link) = &link {
                 for (url, df) in &link_frames {
-                    let linked = matcher::linked_rows(&mut probe, df, link)
-                        .map_err(|e| Error::polars(url, e))?;
                     index
-                        .add_frame(&linked, link, &p.identifiers)
+                        .add_linked(df, link, &p.identifiers, &probes)
                         .map_err(|e| Error::polars(url, e))?;
                 }
             }

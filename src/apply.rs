@@ -186,6 +186,19 @@ pub struct Policy<'a> {
     pub hold_all: bool,
     /// People under a legal hold: rows carrying their identifiers are kept untouched.
     pub held: &'a IdentSet,
+    /// On a night, the rows an earlier night already wrote (see [`Settled`]); `None` when every
+    /// row is new or must be checked from scratch.
+    pub settled: Option<Settled<'a>>,
+}
+
+/// Rows an earlier night wrote had every erasure known then applied, mentions in free text
+/// included: searching their text for tonight's newly erased people is enough.
+#[derive(Clone, Copy)]
+pub struct Settled<'a> {
+    /// Per row: true when it comes from the previous snapshot.
+    pub rows: &'a [bool],
+    /// Mentions of the people newly erased tonight only.
+    pub mentions: &'a MentionMatcher,
 }
 
 pub fn apply_dataset(
@@ -404,7 +417,11 @@ pub fn apply_dataset(
                     if delete[i] || held[i] {
                         return Some(std::borrow::Cow::Borrowed(v));
                     }
-                    match mentions.mask(v, mask) {
+                    let m = match policy.settled {
+                        Some(s) if s.rows[i] => s.mentions,
+                        _ => mentions,
+                    };
+                    match m.mask(v, mask) {
                         Some(m) => {
                             redacted[i] = true;
                             changed = true;
@@ -544,6 +561,7 @@ mod tests {
                 purge: false,
                 hold_all: false,
                 held: &NO_HOLDS,
+                settled: None,
             }
         }
 

@@ -570,6 +570,7 @@ async fn rewrite(
                 purge: false,
                 hold_all: false,
                 held: &held2,
+                settled: None,
             };
             apply::apply_dataset(df, &ds2, &kinds, &subjects2, &policy)
                 .map(|(o, s)| (o, s, sidecar))
@@ -1103,6 +1104,7 @@ pub async fn restore(
                     purge: false,
                     hold_all: false,
                     held: &held,
+                    settled: None,
                 };
                 apply::apply_dataset(df, &ds, &kinds, &subjects, &policy)
             })

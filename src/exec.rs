@@ -1008,7 +1008,7 @@ async fn compute_tenant(
 
     let (p2, t2, keyed2) = (p.clone(), t.clone(), ctx.keyed.clone());
     crate::runtime::cpu(move || {
-        let Resolved { mut new_by_ds, subjects, applied, held, suppression, carried, new_rectify, .. } = resolved;
+        let Resolved { mut new_by_ds, subjects, applied, held, delta, suppression, carried, new_rectify, .. } = resolved;
         let perr = |e: PolarsError| Error::internal(crate::error::redact_values(&format!("tenant {t2}: {e}")));
         let mut by_ds: BTreeMap<String, Vec<DataFrame>> = BTreeMap::new();
         // Compaction order: previous snapshot rows first, then exports oldest to newest.
@@ -1031,6 +1031,11 @@ async fn compute_tenant(
             }
         }
         let th = keyed2.for_tenant(&t2);
+        // Tonight's newly erased people: the only ones whose mentions rows of earlier nights can
+        // still hold.
+        let mut newly_erased = IdentSet::default();
+        newly_erased.extend(delta.sorted().into_iter().filter(|(k, v)| subjects.erase.contains(k, v)));
+        let settled_mentions = MentionMatcher::new(&newly_erased, &p2.identifiers);
         let names: Vec<Dataset> = p2.tenant_datasets().cloned().collect();
         let results: Vec<Result<(String, Processed)>> = {
             use rayon::prelude::*;
@@ -1053,7 +1058,12 @@ async fn compute_tenant(
                     let months = if ds.retain.is_some() { ds.retain_months } else { ds.retention_months };
                     let purge = ds.retain.is_none()
                         && matches!((info.closed_at, p2.policies.closed_tenant_months), (Some(c), Some(m)) if add_months(c, m as i32) <= as_of);
+                    let settled_rows: Option<Vec<bool>> = match (full, df.column(FRESH)) {
+                        (false, Ok(c)) => Some(c.bool().map_err(perr)?.iter().map(|f| f == Some(false)).collect()),
+                        _ => None,
+                    };
                     let policy = apply::Policy {
+                        settled: settled_rows.as_deref().map(|rows| apply::Settled { rows, mentions: &settled_mentions }),
                         mentions: &mentions,
                         mask: &p2.policies.free_text_mask,
                         retention_cutoff: months.map(|m| add_months(as_of, -(m as i32))),

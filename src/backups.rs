@@ -95,6 +95,9 @@ pub struct GenerationStats {
     pub rows_deleted: u64,
     pub rows_redacted: u64,
     pub rows_held: u64,
+    /// Rows whose opt-out flag a restore set (backup rewrites leave flags as they are).
+    #[serde(default)]
+    pub rows_opted_out: u64,
     pub bytes_read: u64,
     pub bytes_written: u64,
     pub requests_applied: u64,
@@ -111,6 +114,7 @@ impl GenerationStats {
                 t.rows_deleted += s.rows_deleted;
                 t.rows_redacted += s.rows_redacted;
                 t.rows_held += s.rows_held;
+                t.rows_opted_out += s.rows_opted_out;
                 t.bytes_read += s.bytes_read;
                 t.bytes_written += s.bytes_written;
                 t.requests_applied += s.requests_applied;
@@ -1062,7 +1066,21 @@ pub async fn restore(
             opts: &opts,
         };
         let index = generation_index(&job, &link).await?;
-        let (subjects, keys) = erase_subjects(&ctx, tenant, &index, None);
+        let (mut subjects, keys) = erase_subjects(&ctx, tenant, &index, None);
+        // A restore puts data back in use: whoever objected since the backup was taken (in the
+        // ledger, or known from the live snapshot's suppression list, e.g. by texting STOP)
+        // stays opted out.
+        for r in ctx
+            .ledger
+            .for_tenant(tenant)
+            .filter(|r| r.kind == RequestKind::OptOut)
+        {
+            subjects
+                .opt_out
+                .extend(index.resolve(&(r.identifier_kind.clone(), r.identifier.clone())));
+        }
+        let live = crate::commit::latest(ctx.out(tenant), tenant).await?;
+        let carried = crate::exec::read_suppression(&ctx, live.as_ref()).await?;
         let mut held = IdentSet::default();
         for h in ctx.active_holds(tenant) {
             if let Some(id) = &h.identifier {
@@ -1088,14 +1106,18 @@ pub async fn restore(
             let Some(ds) = p.datasets.get(&name).cloned() else {
                 continue;
             };
-            let (subjects, kinds, mask, held) = (
+            let (mut subjects, kinds, mask, held, carried) = (
                 subjects.clone(),
                 p.identifiers.clone(),
                 p.policies.free_text_mask.clone(),
                 held.clone(),
+                carried.clone(),
             );
+            let th = ctx.keyed.for_tenant(tenant);
             let (out, st) = crate::runtime::cpu(move || {
                 let df = crate::compact::compact(frames, &ds)?;
+                // People on the suppression list are known only by keyed hash.
+                crate::exec::rehydrate(&df, &ds, &kinds, &th, &carried, &mut subjects)?;
                 let m = MentionMatcher::new(&subjects.erase, &kinds);
                 let policy = Policy {
                     mentions: &m,
@@ -1113,6 +1135,7 @@ pub async fn restore(
             stats.rows_deleted += st.deleted;
             stats.rows_redacted += st.redacted;
             stats.rows_held += st.held;
+            stats.rows_opted_out += st.opted_out;
             let ds = p
                 .datasets
                 .get(&name)

@@ -696,7 +696,7 @@ fn rewrite_key(ctx: &Context, tenant: &str) -> String {
 }
 
 /// Reads the previous suppression list: `kind,hash,reason` (reason absent in old lists).
-async fn read_suppression(
+pub(crate) async fn read_suppression(
     ctx: &Context,
     prev: Option<&Manifest>,
 ) -> Result<Vec<(String, String, String)>> {
@@ -1117,7 +1117,7 @@ struct Resolved {
 
 /// Adds to `subjects` the plain identifiers found in `df` whose keyed hash is on the previous
 /// suppression list: people erased or opted out on earlier nights whose rows were re-sent.
-fn rehydrate(
+pub(crate) fn rehydrate(
     df: &DataFrame,
     ds: &Dataset,
     kinds: &BTreeMap<String, crate::spec::IdentifierKind>,

@@ -70,31 +70,78 @@ impl ApplyStats {
 /// common format (`+1 (415) 555-0100`, `415.555.0100`, `0014155550100`, ...).
 pub struct MentionMatcher {
     re: Option<Regex>,
+    /// Some identifier is an email: a text without `@` cannot mention it.
+    emails: bool,
+    /// The last 4 digits of every phone number looked for (see [`MentionMatcher::may_mention`]).
+    phone_tails: PlHashSet<[u8; 4]>,
 }
 
 impl MentionMatcher {
     pub fn new(set: &IdentSet, kinds: &BTreeMap<String, IdentifierKind>) -> Self {
         let mut alts: Vec<String> = Vec::new();
+        let mut emails = false;
+        let mut phone_tails = PlHashSet::default();
         for (kind, value) in set.sorted() {
             let Some(k) = kinds.get(&kind) else { continue };
             match k.normalize {
-                Normalize::Email => alts.push(format!("(?i:{})", regex::escape(&value))),
+                Normalize::Email => {
+                    emails = true;
+                    alts.push(format!("(?i:{})", regex::escape(&value)));
+                }
                 // Ids (contact ids, account numbers) are not searched for in free text: they are
                 // rarely written there and short ids would mask unrelated words.
                 Normalize::Id => {}
                 Normalize::Phone => {
-                    if let Some(p) = phone_pattern(&value) {
+                    if let Some((p, tail)) = phone_pattern(&value) {
                         alts.push(p);
+                        phone_tails.insert(tail);
                     }
                 }
             }
         }
         if alts.is_empty() {
-            return MentionMatcher { re: None };
+            return MentionMatcher {
+                re: None,
+                emails,
+                phone_tails,
+            };
         }
         // Boundaries are checked by hand (the regex crate has no look-behind): see `mask`.
         let re = Regex::new(&format!("(?:{})", alts.join("|"))).ok();
-        MentionMatcher { re }
+        MentionMatcher {
+            re,
+            emails,
+            phone_tails,
+        }
+    }
+
+    /// A one-pass test most texts fail, before the regex runs: a mention of an email needs an
+    /// `@`; one of a phone number needs the number's last 4 digits in a row once the separators
+    /// its pattern allows (whitespace, `.`, `-`, parentheses) are left out. Non-ASCII text (where
+    /// Unicode whitespace may separate digits) always goes on to the regex.
+    fn may_mention(&self, text: &str) -> bool {
+        if self.emails && text.as_bytes().contains(&b'@') {
+            return true;
+        }
+        if self.phone_tails.is_empty() {
+            return false;
+        }
+        if !text.is_ascii() {
+            return true;
+        }
+        let mut window = [0u8; 4];
+        let mut n = 0usize;
+        for &b in text.as_bytes() {
+            if b.is_ascii_whitespace() || matches!(b, b'.' | b'-' | b'(' | b')' | b'\x0b') {
+                continue;
+            }
+            window = [window[1], window[2], window[3], b];
+            n += 1;
+            if n >= 4 && b.is_ascii_digit() && self.phone_tails.contains(&window) {
+                return true;
+            }
+        }
+        false
     }
 
     pub fn is_empty(&self) -> bool {
@@ -104,6 +151,9 @@ impl MentionMatcher {
     /// Masks every mention in `text`; `None` when there was none.
     pub fn mask(&self, text: &str, mask: &str) -> Option<String> {
         let re = self.re.as_ref()?;
+        if !self.may_mention(text) {
+            return None;
+        }
         let mut out = String::new();
         let mut last = 0;
         let mut changed = false;
@@ -152,22 +202,25 @@ impl MentionMatcher {
 
 /// A pattern matching one E.164 number as people write it: with or without the country code
 /// (`+1`, `001`, `1`), with spaces, dots, dashes or parentheses between digits.
-fn phone_pattern(e164: &str) -> Option<String> {
+fn phone_pattern(e164: &str) -> Option<(String, [u8; 4])> {
     let n = phonenumber::parse(None, e164).ok()?;
     let cc = n.code().value().to_string();
     let national = e164
         .strip_prefix('+')?
         .strip_prefix(cc.as_str())?
         .to_string();
-    if national.len() < 4 {
-        return None;
-    }
+    let tail: [u8; 4] = national
+        .as_bytes()
+        .get(national.len().checked_sub(4)?..)?
+        .try_into()
+        .ok()?;
     let sep = r"[\s.\-()]{0,3}";
     let digits: Vec<String> = national.chars().map(|c| c.to_string()).collect();
     let body = digits.join(sep);
     // National trunk prefix `0` (e.g. UK 07700 900123) or `1` (NANP) is optional.
-    Some(format!(
-        r"(?:(?:\+|00|011){sep}{cc}{sep}|{cc}{sep}|0{sep})?\(?{body}"
+    Some((
+        format!(r"(?:(?:\+|00|011){sep}{cc}{sep}|{cc}{sep}|0{sep})?\(?{body}"),
+        tail,
     ))
 }
 
@@ -543,6 +596,36 @@ mod tests {
             None
         );
         assert_eq!(m.mask("mail bob@example.com", "[x]"), None);
+    }
+
+    proptest::proptest! {
+        /// The pre-check before the regex never skips a text the regex finds a mention in,
+        /// however the number is broken up by the separators its pattern allows.
+        #[test]
+        fn mention_precheck_never_skips_a_match(
+            seps in proptest::collection::vec(proptest::sample::select(vec!["", " ", ".", "-", "(", ")", "\t", "\x0b", " - ", "\u{a0}"]), 11),
+            prefix in proptest::sample::select(vec!["", "+1", "001", "1", "0", "+44"]),
+            before in "[a-z0-9 @.()+-]{0,12}",
+            after in "[a-z0-9 @.()+-]{0,12}",
+            noise in "[0-9 .()@a-z+\t-]{0,40}",
+        ) {
+            let mut set = IdentSet::default();
+            set.insert("email", "jane.doe@example.com");
+            set.insert("phone", "+14155550100");
+            let m = MentionMatcher::new(&set, &kinds());
+            let digits: Vec<char> = format!("{prefix}4155550100").chars().collect();
+            let mut number = String::new();
+            for (i, d) in digits.iter().enumerate() {
+                number.push(*d);
+                number.push_str(seps[i % seps.len()]);
+            }
+            let re = m.re.as_ref().unwrap();
+            for text in [format!("{before}{number}{after}"), noise.clone()] {
+                if re.is_match(&text) {
+                    proptest::prop_assert!(m.may_mention(&text), "{:?}", text);
+                }
+            }
+        }
     }
 
     mod props {

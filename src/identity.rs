@@ -661,14 +661,7 @@ mod tests {
             style in 0usize..6,
             country in proptest::sample::select(vec![None, Some(phonenumber::country::Id::US), Some(phonenumber::country::Id::GB)]),
         ) {
-            let body = match style {
-                0 => format!("({area}) {mid}-{line:04}"),
-                1 => format!("{area}.{mid}.{line:04}"),
-                2 => format!("{area}-{mid}-{line:04}"),
-                3 => format!("{area} {mid} {line:04}"),
-                4 => format!("{area}/{mid}{line:04}"),
-                _ => format!("{area}{mid}{line:04}"),
-            };
+            let body = written(style, area, mid, line);
             let raw = format!("{cc}{body}");
             let key = phone_key(&raw);
             proptest::prop_assert!(key.is_some(), "{}", raw);
@@ -691,14 +684,7 @@ mod tests {
             ext in proptest::sample::select(vec!["", " x12", " ext. 7", "#3"]),
             other in "[0-9 ()+.-]{4,16}",
         ) {
-            let body = match style {
-                0 => format!("({area}) {mid}-{line:04}"),
-                1 => format!("{area}.{mid}.{line:04}"),
-                2 => format!("{area}-{mid}-{line:04}"),
-                3 => format!("{area} {mid} {line:04}"),
-                4 => format!("{area}/{mid}{line:04}"),
-                _ => format!("{area}{mid}{line:04}"),
-            };
+            let body = written(style, area, mid, line);
             let raw = format!("{cc}{body}{ext}");
             let kind = phone();
             if let Some(wanted) = normalize(&kind, &raw) {
@@ -708,6 +694,18 @@ mod tests {
                     proptest::prop_assert_ne!(normalize(&kind, &other), Some(wanted));
                 }
             }
+        }
+    }
+
+    /// A national number as people write it, in one of six styles.
+    fn written(style: usize, area: u32, mid: u32, line: u32) -> String {
+        match style {
+            0 => format!("({area}) {mid}-{line:04}"),
+            1 => format!("{area}.{mid}.{line:04}"),
+            2 => format!("{area}-{mid}-{line:04}"),
+            3 => format!("{area} {mid} {line:04}"),
+            4 => format!("{area}/{mid}{line:04}"),
+            _ => format!("{area}{mid}{line:04}"),
         }
     }
 

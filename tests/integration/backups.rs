@@ -187,12 +187,9 @@ fn holds_keep_what_they_cover() {
     }));
 }
 
-#[test]
-fn restore_never_resurrects_an_erased_person() {
-    let s = setup(23);
-    let spec = s.spec.to_str().unwrap();
-    let dest = s.spec.parent().unwrap().join("restored");
-    let o = lethe(
+/// `lethe restore SPEC --generation 2026-01-01 --to DEST`.
+fn restore(spec: &str, dest: &Path) -> std::process::Output {
+    lethe(
         &[
             "restore",
             spec,
@@ -202,7 +199,15 @@ fn restore_never_resurrects_an_erased_person() {
             dest.to_str().unwrap(),
         ],
         &[],
-    );
+    )
+}
+
+#[test]
+fn restore_never_resurrects_an_erased_person() {
+    let s = setup(23);
+    let spec = s.spec.to_str().unwrap();
+    let dest = s.spec.parent().unwrap().join("restored");
+    let o = restore(spec, &dest);
     assert!(o.status.success(), "{}", text(&o));
     let erased = erased_plain(&s.data.join("ledger"));
     let files = walk(&dest);
@@ -213,17 +218,7 @@ fn restore_never_resurrects_an_erased_person() {
         }
     }
     // The backups themselves were only read.
-    let o = lethe(
-        &[
-            "restore",
-            spec,
-            "--generation",
-            "2026-01-01",
-            "--to",
-            backups_dir(&s).join("x").to_str().unwrap(),
-        ],
-        &[],
-    );
+    let o = restore(spec, &backups_dir(&s).join("x"));
     assert_eq!(o.status.code(), Some(64), "{}", text(&o));
 }
 
@@ -306,17 +301,7 @@ fn backups_on_s3() {
     assert!(listed.is_empty(), "expired generation is gone from S3");
     // Restoring a generation from the S3 server brings back no erased person.
     let restored = s.spec.parent().unwrap().join("restored");
-    let o = lethe(
-        &[
-            "restore",
-            spec,
-            "--generation",
-            "2026-01-01",
-            "--to",
-            restored.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let o = restore(spec, &restored);
     assert!(o.status.success(), "{}", text(&o));
     let erased = erased_plain(&s.data.join("ledger"));
     let files = walk(&restored);
@@ -421,22 +406,12 @@ fn restore_keeps_everyone_who_objected_opted_out() {
     let s = setup(27);
     let spec = s.spec.to_str().unwrap();
     let dir = s.spec.parent().unwrap();
-    let restore = |to: &Path| {
-        let o = lethe(
-            &[
-                "restore",
-                spec,
-                "--generation",
-                "2026-01-01",
-                "--to",
-                to.to_str().unwrap(),
-            ],
-            &[],
-        );
+    let restore_to = |to: &Path| {
+        let o = restore(spec, to);
         assert!(o.status.success(), "{}", text(&o));
     };
     let before = dir.join("restored-before");
-    restore(&before);
+    restore_to(&before);
     // The tenant with the most contacts not opted out.
     let (t, contacts) = walk(&before.join("contacts"))
         .iter()
@@ -477,7 +452,7 @@ fn restore_keeps_everyone_who_objected_opted_out() {
     .unwrap();
 
     let after = dir.join("restored-after");
-    restore(&after);
+    restore_to(&after);
     let restored = restored_contacts(&after, &t);
     assert!(
         restored[by_phone].1,

@@ -26,40 +26,62 @@ pub fn compact(frames: Vec<DataFrame>, ds: &Dataset) -> PolarsResult<DataFrame> 
             parallel: true,
             ..Default::default()
         },
-    )?;
+    )?
+    .collect()?;
+    // The order is worked out on the few columns it depends on plus a row number, and the whole
+    // frame (free text and all) is gathered once, in its final order.
     let pk: Vec<PlSmallStr> = ds.primary_key.iter().map(|s| s.as_str().into()).collect();
-    // Inputs are concatenated oldest first, so "the last row of a key" is the latest input's;
-    // with a version column, a stable sort by version alone (nulls first) makes it the largest
-    // version, ties going to the later input. One hash pass on the key then keeps that row:
-    // cheaper than sorting on the key.
-    let ordered = match &ds.version_column {
-        Some(v) => all.sort(
-            [v.as_str()],
-            SortMultipleOptions::default()
-                .with_nulls_last(false)
-                .with_maintain_order(true),
-        ),
-        None => all,
-    };
-    let deduped = ordered.unique_stable(
-        Some(by_name(pk.clone(), true, false)),
-        UniqueKeepStrategy::Last,
-    );
     let mut sort_cols: Vec<PlSmallStr> = ds.sort_by.iter().map(|s| s.as_str().into()).collect();
     for k in &pk {
         if !sort_cols.contains(k) {
             sort_cols.push(k.clone());
         }
     }
+    let mut needed: Vec<PlSmallStr> = pk.clone();
+    needed.extend(
+        ds.version_column
+            .iter()
+            .map(|v| PlSmallStr::from(v.as_str())),
+    );
+    needed.extend(sort_cols.iter().cloned());
+    let mut seen = std::collections::BTreeSet::new();
+    needed.retain(|c| seen.insert(c.clone()));
+    let row = PlSmallStr::from_static("__lethe_compact_row");
+    let mut columns: Vec<Column> = needed
+        .iter()
+        .map(|c| all.column(c).cloned())
+        .collect::<PolarsResult<_>>()?;
+    columns
+        .push(IdxCa::from_vec(row.clone(), (0..all.height() as IdxSize).collect()).into_column());
+    let keys = DataFrame::new(all.height(), columns)?.lazy();
+    // Inputs are concatenated oldest first, so "the last row of a key" is the latest input's;
+    // with a version column, a stable sort by version alone (nulls first) makes it the largest
+    // version, ties going to the later input. One hash pass on the key then keeps that row:
+    // cheaper than sorting on the key.
+    let ordered = match &ds.version_column {
+        Some(v) => keys.sort(
+            [v.as_str()],
+            SortMultipleOptions::default()
+                .with_nulls_last(false)
+                .with_maintain_order(true),
+        ),
+        None => keys,
+    };
+    let deduped = ordered.unique_stable(
+        Some(by_name(pk.clone(), true, false)),
+        UniqueKeepStrategy::Last,
+    );
     let m = sort_cols.len();
-    deduped
+    let order = deduped
         .sort(
             sort_cols,
             SortMultipleOptions::default()
                 .with_order_descending_multi(vec![false; m])
                 .with_maintain_order(true),
         )
-        .collect()
+        .select([col(row.clone())])
+        .collect()?;
+    all.take(order.column(&row)?.idx()?)
 }
 
 #[cfg(test)]

@@ -1036,6 +1036,9 @@ async fn compute_tenant(
         let mut newly_erased = IdentSet::default();
         newly_erased.extend(delta.sorted().into_iter().filter(|(k, v)| subjects.erase.contains(k, v)));
         let settled_mentions = MentionMatcher::new(&newly_erased, &p2.identifiers);
+        let no_mentions = MentionMatcher::new(&IdentSet::default(), &p2.identifiers);
+        let tenant_erase = subjects.erase.clone();
+        let tenant_mentions: std::sync::OnceLock<MentionMatcher> = std::sync::OnceLock::new();
         let names: Vec<Dataset> = p2.tenant_datasets().cloned().collect();
         let results: Vec<Result<(String, Processed)>> = {
             use rayon::prelude::*;
@@ -1054,7 +1057,18 @@ async fn compute_tenant(
                             rehydrate(df, ds, &p2.identifiers, &th, &carried, &mut subjects).map_err(perr)?;
                         }
                     }
-                    let mentions = MentionMatcher::new(&subjects.erase, &p2.identifiers);
+                    // Compiling the mention pattern (a regex per phone number) is not cheap: only
+                    // datasets with free text need one, and they share the tenant's unless the
+                    // suppression list added people for this dataset.
+                    let own;
+                    let mentions = if ds.free_text_columns().next().is_none() {
+                        &no_mentions
+                    } else if subjects.erase.len() == tenant_erase.len() {
+                        tenant_mentions.get_or_init(|| MentionMatcher::new(&tenant_erase, &p2.identifiers))
+                    } else {
+                        own = MentionMatcher::new(&subjects.erase, &p2.identifiers);
+                        &own
+                    };
                     let months = if ds.retain.is_some() { ds.retain_months } else { ds.retention_months };
                     let purge = ds.retain.is_none()
                         && matches!((info.closed_at, p2.policies.closed_tenant_months), (Some(c), Some(m)) if add_months(c, m as i32) <= as_of);
@@ -1064,7 +1078,7 @@ async fn compute_tenant(
                     };
                     let policy = apply::Policy {
                         settled: settled_rows.as_deref().map(|rows| apply::Settled { rows, mentions: &settled_mentions }),
-                        mentions: &mentions,
+                        mentions,
                         mask: &p2.policies.free_text_mask,
                         retention_cutoff: months.map(|m| add_months(as_of, -(m as i32))),
                         purge,

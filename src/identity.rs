@@ -412,23 +412,7 @@ impl NormalizedFrame {
         ds: &Dataset,
         kinds: &BTreeMap<String, IdentifierKind>,
     ) -> PolarsResult<Self> {
-        let mut columns = Vec::new();
-        for c in ds.identifier_columns() {
-            let kind_name = c.identifier.as_deref().unwrap_or_default();
-            let Some(kind) = kinds.get(kind_name) else {
-                continue;
-            };
-            let s = df.column(&c.name)?.as_materialized_series();
-            columns.push((
-                c.name.clone(),
-                kind_name.to_string(),
-                normalize_column(kind, s)?,
-            ));
-        }
-        Ok(NormalizedFrame {
-            columns,
-            height: df.height(),
-        })
+        Self::build_where(df, ds, kinds, |_, _| Some(Prefilter::All))
     }
 
     /// Only what matching against `wanted` needs: columns of a kind with wanted values, and in
@@ -441,17 +425,29 @@ impl NormalizedFrame {
         kinds: &BTreeMap<String, IdentifierKind>,
         wanted: &IdentSet,
     ) -> PolarsResult<Self> {
+        Self::build_where(df, ds, kinds, |name, kind| {
+            let values = wanted.by_kind.get(name).filter(|v| !v.is_empty())?;
+            Some(Prefilter::new(kind, values))
+        })
+    }
+
+    /// The identifier columns `pick` returns a prefilter for (by kind name and kind), each
+    /// normalized in the cells it lets through.
+    fn build_where(
+        df: &DataFrame,
+        ds: &Dataset,
+        kinds: &BTreeMap<String, IdentifierKind>,
+        pick: impl Fn(&str, &IdentifierKind) -> Option<Prefilter>,
+    ) -> PolarsResult<Self> {
         let mut columns = Vec::new();
         for c in ds.identifier_columns() {
             let kind_name = c.identifier.as_deref().unwrap_or_default();
-            let (Some(kind), Some(values)) = (kinds.get(kind_name), wanted.by_kind.get(kind_name))
-            else {
+            let Some(kind) = kinds.get(kind_name) else {
                 continue;
             };
-            if values.is_empty() {
+            let Some(pre) = pick(kind_name, kind) else {
                 continue;
-            }
-            let pre = Prefilter::new(kind, values);
+            };
             let s = df.column(&c.name)?.as_materialized_series();
             columns.push((
                 c.name.clone(),

@@ -69,7 +69,11 @@ impl ApplyStats {
 /// Finds mentions of a set of identifiers in free text: emails in any case, phone numbers in any
 /// common format (`+1 (415) 555-0100`, `415.555.0100`, `0014155550100`, ...).
 pub struct MentionMatcher {
-    re: Option<Regex>,
+    /// The alternation of every identifier's pattern; `None` when nothing is looked for.
+    pattern: Option<String>,
+    /// Compiled on first use: compiling (a sub-pattern per phone digit) is not cheap, and most
+    /// matchers meet no text that passes [`MentionMatcher::may_mention`], or no text at all.
+    re: std::sync::OnceLock<Option<Regex>>,
     /// Some identifier is an email: a text without `@` cannot mention it.
     emails: bool,
     /// The last 4 digits of every phone number looked for (see [`MentionMatcher::may_mention`]).
@@ -99,20 +103,20 @@ impl MentionMatcher {
                 }
             }
         }
-        if alts.is_empty() {
-            return MentionMatcher {
-                re: None,
-                emails,
-                phone_tails,
-            };
-        }
         // Boundaries are checked by hand (the regex crate has no look-behind): see `mask`.
-        let re = Regex::new(&format!("(?:{})", alts.join("|"))).ok();
+        let pattern = (!alts.is_empty()).then(|| format!("(?:{})", alts.join("|")));
         MentionMatcher {
-            re,
+            pattern,
+            re: std::sync::OnceLock::new(),
             emails,
             phone_tails,
         }
+    }
+
+    fn regex(&self) -> Option<&Regex> {
+        self.re
+            .get_or_init(|| Regex::new(self.pattern.as_ref()?).ok())
+            .as_ref()
     }
 
     /// A one-pass test most texts fail, before the regex runs: a mention of an email needs an
@@ -145,15 +149,15 @@ impl MentionMatcher {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.re.is_none()
+        self.pattern.is_none()
     }
 
     /// Masks every mention in `text`; `None` when there was none.
     pub fn mask(&self, text: &str, mask: &str) -> Option<String> {
-        let re = self.re.as_ref()?;
-        if !self.may_mention(text) {
+        if self.is_empty() || !self.may_mention(text) {
             return None;
         }
+        let re = self.regex()?;
         let mut out = String::new();
         let mut last = 0;
         let mut changed = false;
@@ -619,7 +623,7 @@ mod tests {
                 number.push(*d);
                 number.push_str(seps[i % seps.len()]);
             }
-            let re = m.re.as_ref().unwrap();
+            let re = m.regex().unwrap();
             for text in [format!("{before}{number}{after}"), noise.clone()] {
                 if re.is_match(&text) {
                     proptest::prop_assert!(m.may_mention(&text), "{:?}", text);

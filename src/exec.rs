@@ -1036,9 +1036,8 @@ async fn compute_tenant(
         let mut newly_erased = IdentSet::default();
         newly_erased.extend(delta.sorted().into_iter().filter(|(k, v)| subjects.erase.contains(k, v)));
         let settled_mentions = MentionMatcher::new(&newly_erased, &p2.identifiers);
-        let no_mentions = MentionMatcher::new(&IdentSet::default(), &p2.identifiers);
-        let tenant_erase = subjects.erase.clone();
-        let tenant_mentions: std::sync::OnceLock<MentionMatcher> = std::sync::OnceLock::new();
+        let tenant_mentions = MentionMatcher::new(&subjects.erase, &p2.identifiers);
+        let subjects_erased = subjects.erase.len();
         let names: Vec<Dataset> = p2.tenant_datasets().cloned().collect();
         let results: Vec<Result<(String, Processed)>> = {
             use rayon::prelude::*;
@@ -1057,14 +1056,11 @@ async fn compute_tenant(
                             rehydrate(df, ds, &p2.identifiers, &th, &carried, &mut subjects).map_err(perr)?;
                         }
                     }
-                    // Compiling the mention pattern (a regex per phone number) is not cheap: only
-                    // datasets with free text need one, and they share the tenant's unless the
-                    // suppression list added people for this dataset.
+                    // Datasets share the tenant's matcher (compiled once, on first use) unless
+                    // the suppression list added people for this one.
                     let own;
-                    let mentions = if ds.free_text_columns().next().is_none() {
-                        &no_mentions
-                    } else if subjects.erase.len() == tenant_erase.len() {
-                        tenant_mentions.get_or_init(|| MentionMatcher::new(&tenant_erase, &p2.identifiers))
+                    let mentions = if subjects.erase.len() == subjects_erased {
+                        &tenant_mentions
                     } else {
                         own = MentionMatcher::new(&subjects.erase, &p2.identifiers);
                         &own

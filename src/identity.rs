@@ -303,9 +303,13 @@ fn normalize_column_where(
 
 /// The last 4 ASCII digits of `s`, when it has that many (other characters are skipped).
 fn tail4(s: &str) -> Option<[u8; 4]> {
+    tail4_bytes(s.as_bytes())
+}
+
+fn tail4_bytes(s: &[u8]) -> Option<[u8; 4]> {
     let mut t = [0u8; 4];
     let mut n = 0;
-    for b in s.bytes().rev().filter(u8::is_ascii_digit) {
+    for &b in s.iter().rev().filter(|b| b.is_ascii_digit()) {
         n += 1;
         t[4 - n] = b;
         if n == 4 {
@@ -315,27 +319,17 @@ fn tail4(s: &str) -> Option<[u8; 4]> {
     None
 }
 
-/// Length, first and last byte of a normalized value.
-type Shape = (usize, u8, u8);
-
-/// The shape a raw value of a trim-and-lowercase (`email`) or trim (`id`) kind normalizes to, or
-/// `None` when a cheap reading cannot tell (non-ASCII: Unicode case folding may change lengths).
-fn shape(raw: &str, lowercase: bool) -> Option<Shape> {
-    let t = raw.trim().as_bytes();
-    let (first, last) = (*t.first()?, *t.last()?);
-    if !t.is_ascii() {
-        return None;
-    }
-    Some(if lowercase {
-        (
-            t.len(),
-            first.to_ascii_lowercase(),
-            last.to_ascii_lowercase(),
-        )
-    } else {
-        (t.len(), first, last)
-    })
+/// What `str::trim` removes from an ASCII string: the ASCII characters with Unicode's
+/// White_Space property (tab, line feed, vertical tab, form feed, carriage return, space).
+fn trim_ascii_ws(b: &[u8]) -> &[u8] {
+    let ws = |c: &u8| matches!(c, b'\t'..=b'\r' | b' ');
+    let start = b.iter().position(|c| !ws(c)).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !ws(c)).map_or(start, |i| i + 1);
+    &b[start..end]
 }
+
+/// Longest ASCII value [`Prefilter::may_match`] lowercases on the stack; longer ones pass.
+const EXACT_MAX: usize = 256;
 
 /// A test that most raw identifier cells fail at a glance, before any normalizing or hashing of
 /// the whole value, for when only a few wanted people matter (a request's, tonight's erasures):
@@ -345,10 +339,12 @@ fn shape(raw: &str, lowercase: bool) -> Option<Shape> {
 pub enum Prefilter {
     /// Every value goes on to normalization.
     All,
-    /// Phones: the last 4 digits of every wanted number.
-    Phone(PlHashSet<[u8; 4]>),
-    /// Emails (lowercased) and ids: length, first and last byte of every wanted value.
-    Shape(PlHashSet<Shape>, bool),
+    /// Phones: the last 4 digits of every wanted number, as a bitmap of 10,000 bits.
+    Phone(Box<[u64; 157]>),
+    /// Emails and ids: every wanted value. Their normalization of an ASCII value is a trim (and
+    /// for emails an ASCII lowercase), done here without allocating, so an ASCII value passes
+    /// exactly when it normalizes to a wanted one; non-ASCII values always pass.
+    Exact(PlHashSet<Box<[u8]>>, bool),
 }
 
 impl Prefilter {
@@ -358,15 +354,27 @@ impl Prefilter {
         match kind.normalize {
             // A number without 4 digits (not E.164, so not from normalization) could hide any
             // writing: then everything is looked at.
-            Normalize::Phone => wanted
-                .into_iter()
-                .map(|v| tail4(v))
-                .collect::<Option<PlHashSet<_>>>()
-                .map_or(Prefilter::All, Prefilter::Phone),
-            Normalize::Email | Normalize::Id => Prefilter::Shape(
-                // A non-ASCII wanted value has no shape; no ASCII value normalizes to it, and
-                // non-ASCII raw values always pass.
-                wanted.into_iter().filter_map(|v| shape(v, false)).collect(),
+            Normalize::Phone => {
+                let mut bits = Box::new([0u64; 157]);
+                for v in wanted {
+                    match tail4(v) {
+                        Some(t) => {
+                            let i = tail_index(t);
+                            bits[i / 64] |= 1 << (i % 64);
+                        }
+                        None => return Prefilter::All,
+                    }
+                }
+                Prefilter::Phone(bits)
+            }
+            Normalize::Email | Normalize::Id => Prefilter::Exact(
+                // No ASCII value normalizes to a non-ASCII one (and non-ASCII raw values always
+                // pass): only ASCII wanted values can be met here.
+                wanted
+                    .into_iter()
+                    .filter(|v| v.is_ascii())
+                    .map(|v| Box::from(v.as_bytes()))
+                    .collect(),
                 kind.normalize == Normalize::Email,
             ),
         }
@@ -376,8 +384,25 @@ impl Prefilter {
         match self {
             Prefilter::All => true,
             Prefilter::Phone(tails) => may_be_wanted_phone(tails, raw),
-            Prefilter::Shape(shapes, lowercase) => {
-                shape(raw, *lowercase).is_none_or(|s| shapes.contains(&s))
+            Prefilter::Exact(wanted, lowercase) => {
+                let b = raw.as_bytes();
+                if !b.is_ascii() {
+                    return true;
+                }
+                let t = trim_ascii_ws(b);
+                if !*lowercase {
+                    return wanted.contains(t);
+                }
+                if t.len() > EXACT_MAX {
+                    return true;
+                }
+                // Copying and lowercasing a short value costs less than first looking for
+                // capitals byte by byte.
+                let mut buf = [0u8; EXACT_MAX];
+                let low = &mut buf[..t.len()];
+                low.copy_from_slice(t);
+                low.make_ascii_lowercase();
+                wanted.contains(&*low)
             }
         }
     }
@@ -387,17 +412,31 @@ impl Prefilter {
 /// not, trunk prefix, separators), its E.164 form ends with the same last 4 digits, unless an
 /// extension follows; both readings are tried. Anything unusual (non-ASCII digits, fewer than
 /// 4 digits) goes to the parser, so this only ever skips numbers that cannot match.
-fn may_be_wanted_phone(tails: &PlHashSet<[u8; 4]>, raw: &str) -> bool {
-    if !raw.is_ascii() {
+fn may_be_wanted_phone(tails: &[u64; 157], raw: &str) -> bool {
+    let b = raw.as_bytes();
+    if !b.is_ascii() {
         return true;
     }
-    // Called for every cell, so without allocating.
-    let cut = raw
-        .find(['x', 'X', '#', '~', ';', ','])
-        .map_or(raw, |i| &raw[..i]);
-    [raw, cut]
+    // Called for every cell, so without allocating, and reading the extension's cut only when
+    // there is one.
+    let hit = |d: &[u8]| {
+        tail4_bytes(d).is_none_or(|t| {
+            let i = tail_index(t);
+            tails[i / 64] & (1 << (i % 64)) != 0
+        })
+    };
+    match b
         .iter()
-        .any(|d| tail4(d).is_none_or(|t| tails.contains(&t)))
+        .position(|c| matches!(c, b'x' | b'X' | b'#' | b'~' | b';' | b','))
+    {
+        None => hit(b),
+        Some(cut) => hit(b) || hit(&b[..cut]),
+    }
+}
+
+/// The number 0..10,000 that 4 ASCII digits spell.
+fn tail_index(t: [u8; 4]) -> usize {
+    t.iter().fold(0, |n, d| n * 10 + usize::from(d - b'0'))
 }
 
 /// Normalized identifier columns of one frame, by column name.
@@ -688,6 +727,42 @@ mod tests {
                 proptest::prop_assert!(pre.may_match(&raw), "{} -> {}", raw, wanted);
                 if !pre.may_match(&other) {
                     proptest::prop_assert_ne!(normalize(&kind, &other), Some(wanted));
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// The email and id prefilter never turns away a value that normalizes to a wanted one,
+        /// whatever its case and the whitespace around it (Unicode's included), and turns away
+        /// only values that normalize to something else.
+        #[test]
+        fn exact_prefilter_keeps_every_writing_of_a_wanted_value(
+            local in "[a-zA-Z0-9._%+-]{1,20}",
+            domain in "[a-zA-Z0-9.-]{1,20}",
+            pad_l in proptest::sample::select(vec!["", " ", "\t", "\u{b}", "\u{c}", " \r\n", "\u{a0}", "\u{2003}"]),
+            pad_r in proptest::sample::select(vec!["", " ", "\t", "\u{b}", "\u{c}", " \r\n", "\u{a0}", "\u{85}"]),
+            flip in proptest::collection::vec(proptest::bool::ANY, 41),
+            other in "\\PC{0,30}",
+            is_email in proptest::bool::ANY,
+        ) {
+            let value: String = format!("{local}@{domain}")
+                .chars()
+                .zip(&flip)
+                .map(|(c, f)| if *f { c.to_ascii_uppercase() } else { c })
+                .collect();
+            let raw = format!("{pad_l}{value}{pad_r}");
+            let kind = IdentifierKind {
+                name: "k".into(),
+                normalize: if is_email { Normalize::Email } else { Normalize::Id },
+                default_country: None,
+            };
+            let wanted = normalize(&kind, &raw).unwrap_or_default();
+            let pre = Prefilter::new(&kind, [&wanted]);
+            proptest::prop_assert!(pre.may_match(&raw), "{:?} -> {:?}", raw, wanted);
+            for o in [other.as_str(), &other.to_ascii_uppercase(), &format!(" {value}x")] {
+                if !pre.may_match(o) {
+                    proptest::prop_assert_ne!(normalize(&kind, o), Some(wanted.clone()), "{:?}", o);
                 }
             }
         }

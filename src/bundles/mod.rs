@@ -30,7 +30,7 @@ mod render;
 mod spool;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -54,7 +54,7 @@ use crate::ledger::RequestKind;
 use crate::report::{Event, Reporter};
 use crate::runtime::cpu;
 use crate::spec::{Dataset, Pipeline};
-use crate::storage::{Location, ObjectInfo};
+use crate::storage::{Location, ObjectInfo, Source};
 use spool::Spool;
 
 pub const BUNDLE_FORMAT: u32 = 1;
@@ -76,9 +76,6 @@ const FETCH_AHEAD: usize = 2;
 /// buffers are one state), so tenants side by side are what keeps every core busy, and one
 /// tenant's uploads overlap another's scan.
 const MAX_TENANT_CONCURRENCY: usize = 8;
-/// Files larger than this are uploaded in parts, streamed from the spool.
-const MULTIPART_THRESHOLD: u64 = 16 << 20;
-const PART_SIZE: usize = 8 << 20;
 
 /// Which files each dataset gets in a bundle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -1310,14 +1307,17 @@ async fn stage(
         );
     }
     // The folder's files and the zip at once: only the manifest has to wait for all of them.
-    futures::stream::iter(
-        uploads
-            .into_iter()
-            .map(|(path, content)| upload(outputs, path, content)),
-    )
-    .buffer_unordered(UPLOAD_CONCURRENCY)
-    .try_collect::<Vec<()>>()
-    .await?;
+    let uploads = uploads
+        .into_iter()
+        .map(|(path, content)| {
+            let src = match content {
+                spool::Content::Memory(b) => Source::Memory(Bytes::from(b)),
+                spool::Content::File(p) => Source::File(p),
+            };
+            (path, src)
+        })
+        .collect();
+    outputs.put_unpublished(uploads, UPLOAD_CONCURRENCY).await?;
     Ok(Staged {
         request_id: r.request_id.clone(),
         dir,
@@ -1394,71 +1394,6 @@ async fn commit_bundle(
     };
     b.manifest_sha256 = Some(manifest_sha256);
     Ok((b, ev))
-}
-
-/// Uploads one file of a bundle: from memory, or from the spool (streamed in parts when large).
-async fn upload(loc: &Location, rel: String, content: spool::Content) -> Result<()> {
-    let local = match content {
-        spool::Content::Memory(b) => return loc.put(&rel, Bytes::from(b)).await,
-        spool::Content::File(p) => p,
-    };
-    let io_err = |op: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Io { op, path, source }
-    };
-    let size = std::fs::metadata(&local)
-        .map_err(io_err("stat", &local))?
-        .len();
-    if size <= MULTIPART_THRESHOLD {
-        let path = local.clone();
-        let bytes = cpu(move || std::fs::read(&path))
-            .await
-            .map_err(io_err("read", &local))?;
-        return loc.put(&rel, Bytes::from(bytes)).await;
-    }
-    use object_store::ObjectStoreExt;
-    let target = loc.object_path(&rel)?;
-    let serr = |op: &'static str| {
-        let path = loc.url_for(&rel);
-        move |source| Error::Storage { op, path, source }
-    };
-    let upload = loc
-        .store()
-        .put_multipart(&target)
-        .await
-        .map_err(serr("put_multipart"))?;
-    let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-    let mut file = std::fs::File::open(&local).map_err(io_err("open", &local))?;
-    loop {
-        // Reads happen on rayon, not on the tokio worker.
-        let (f, chunk) = cpu(move || {
-            use std::io::Read;
-            let mut buf = vec![0u8; PART_SIZE];
-            let r = file.read(&mut buf).map(|n| {
-                buf.truncate(n);
-                buf
-            });
-            (file, r)
-        })
-        .await;
-        file = f;
-        let chunk = match chunk {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = w.abort().await;
-                return Err(io_err("read", &local)(e));
-            }
-        };
-        if chunk.is_empty() {
-            break;
-        }
-        w.wait_for_capacity(4)
-            .await
-            .map_err(serr("put_multipart"))?;
-        w.put(Bytes::from(chunk));
-    }
-    w.finish().await.map_err(serr("put_multipart"))?;
-    Ok(())
 }
 
 /// A random passphrase for an encrypted bundle: 128 bits, base32 without padding, grouped for

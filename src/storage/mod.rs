@@ -46,7 +46,22 @@ pub struct Location {
     budget: Option<Arc<Semaphore>>,
     /// On local disk: the directory this location was parsed from (for [`Location::sync`]).
     local_dir: Option<Arc<Path>>,
+    /// A [`Location::deferred_sync`] batch on local disk: [`Location::put_unpublished`] writes
+    /// in place.
+    in_place: bool,
 }
+
+/// The content of one object [`Location::put_unpublished`] writes.
+pub enum Source {
+    Memory(Bytes),
+    /// A local file, streamed (in parts on object stores) rather than read whole.
+    File(PathBuf),
+}
+
+/// Local files up to this size are read whole and put in one request; larger ones are uploaded
+/// in parts of [`PART_SIZE`].
+const MULTIPART_THRESHOLD: u64 = 16 << 20;
+const PART_SIZE: usize = 8 << 20;
 
 /// What [`Location::list`] and [`Location::head`] report about one object.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -103,6 +118,7 @@ impl Location {
                     store_url: format!("memory://{name}"),
                     budget: None,
                     local_dir: None,
+                    in_place: false,
                 })
             }
             scheme @ ("s3" | "gs" | "az") => {
@@ -126,6 +142,7 @@ impl Location {
                     store_url: format!("{scheme}://{bucket}"),
                     budget: None,
                     local_dir: None,
+                    in_place: false,
                 })
             }
             other => Err(Error::config(
@@ -155,6 +172,7 @@ impl Location {
             store_url: "file://".into(),
             budget: None,
             local_dir: Some(Arc::from(dir)),
+            in_place: false,
         })
     }
 
@@ -164,15 +182,142 @@ impl Location {
     /// whole batch durable: one filesystem sync instead of thousands of journal commits. Other
     /// stores are durable when a put returns, so there it is the location itself.
     ///
-    /// Atomicity is unchanged: every object still appears whole or not at all (staged, then
-    /// renamed). Only durability is deferred, so the caller must call `sync` before writing the
+    /// Atomicity is unchanged for `put` and `put_if_absent`: every object still appears whole
+    /// or not at all (staged, then renamed); [`Location::put_unpublished`] is the exception it
+    /// names. Only durability is deferred, so the caller must call `sync` before writing the
     /// object that commits the batch, and again before reporting it committed.
     pub fn deferred_sync(&self) -> Location {
         let mut l = self.clone();
         if cfg!(target_os = "linux") && self.local_dir.is_some() {
             l.store = Arc::new(object_store::local::LocalFileSystem::new());
+            l.in_place = true;
         }
         l
+    }
+
+    /// Writes objects that no reader relies on until a later commit object names them, in a
+    /// place no other writer uses (a bundle's files in the folder it claimed, before its
+    /// manifest). On a local [`Location::deferred_sync`] batch, one blocking task writes them
+    /// in place, one after another: no temporary file and rename per object (renames in one
+    /// directory take its lock, so concurrent ones spin on each other), and one task hop for
+    /// all. A crash can then leave a partial file, which nothing reads: no commit names it.
+    /// Elsewhere, up to `concurrency` puts at once, each whole or absent.
+    pub async fn put_unpublished(
+        &self,
+        files: Vec<(String, Source)>,
+        concurrency: usize,
+    ) -> Result<()> {
+        let mut targets = Vec::with_capacity(files.len());
+        for (rel, _) in &files {
+            let path = self.object_path(rel)?;
+            // Percent-encoded segments name another file on disk than they read: the store's
+            // own put decodes them.
+            if !self.in_place || path.as_ref().contains('%') {
+                targets.clear();
+                break;
+            }
+            targets.push(PathBuf::from(format!("/{path}")));
+        }
+        if targets.len() != files.len() || files.is_empty() {
+            use futures::StreamExt;
+            return futures::stream::iter(files.into_iter().map(|(rel, src)| async move {
+                match src {
+                    Source::Memory(b) => self.put(&rel, b).await,
+                    Source::File(local) => self.put_file(&rel, &local).await,
+                }
+            }))
+            .buffer_unordered(concurrency.max(1))
+            .try_collect::<Vec<()>>()
+            .await
+            .map(drop);
+        }
+        let _permit = self.permit().await?;
+        tokio::task::spawn_blocking(move || {
+            let mut made: Option<PathBuf> = None;
+            for ((_, src), target) in files.into_iter().zip(targets) {
+                let io = |op: &'static str| {
+                    let path = target.clone();
+                    move |source| Error::Io { op, path, source }
+                };
+                if let Some(dir) = target.parent()
+                    && made.as_deref() != Some(dir)
+                {
+                    std::fs::create_dir_all(dir).map_err(io("create directory"))?;
+                    made = Some(dir.to_path_buf());
+                }
+                match src {
+                    Source::Memory(b) => std::fs::write(&target, &b).map_err(io("write"))?,
+                    Source::File(local) => {
+                        std::fs::copy(&local, &target).map_err(io("copy"))?;
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::internal(format!("write task failed: {e}")))?
+    }
+
+    /// Writes the object from a local file: read whole when small, uploaded in parts when
+    /// large, so a large file is never held in memory. Whole or absent, as [`Location::put`].
+    pub async fn put_file(&self, rel: &str, local: &Path) -> Result<()> {
+        let io_err = |op: &'static str| {
+            let path = local.to_path_buf();
+            move |source| Error::Io { op, path, source }
+        };
+        let size = std::fs::metadata(local).map_err(io_err("stat"))?.len();
+        if size <= MULTIPART_THRESHOLD {
+            let path = local.to_path_buf();
+            let bytes = tokio::task::spawn_blocking(move || std::fs::read(&path))
+                .await
+                .map_err(|e| Error::internal(format!("read task failed: {e}")))?
+                .map_err(io_err("read"))?;
+            return self.put(rel, Bytes::from(bytes)).await;
+        }
+        let target = self.object_path(rel)?;
+        let serr = |op: &'static str| {
+            let path = self.url_for(rel);
+            move |source| Error::Storage { op, path, source }
+        };
+        let _permit = self.permit().await?;
+        let upload = self
+            .store
+            .put_multipart(&target)
+            .await
+            .map_err(serr("put_multipart"))?;
+        let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let mut file = std::fs::File::open(local).map_err(io_err("open"))?;
+        loop {
+            // Reads happen on the blocking pool, not on the async worker.
+            let (f, chunk) = tokio::task::spawn_blocking(move || {
+                use std::io::Read;
+                let mut buf = vec![0u8; PART_SIZE];
+                let r = file.read(&mut buf).map(|n| {
+                    buf.truncate(n);
+                    buf
+                });
+                (file, r)
+            })
+            .await
+            .map_err(|e| Error::internal(format!("read task failed: {e}")))?;
+            file = f;
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = w.abort().await;
+                    return Err(io_err("read")(e));
+                }
+            };
+            if chunk.is_empty() {
+                break;
+            }
+            w.wait_for_capacity(4)
+                .await
+                .map_err(serr("put_multipart"))?;
+            w.put(Bytes::from(chunk));
+        }
+        w.finish().await.map_err(serr("put_multipart"))?;
+        Ok(())
     }
 
     /// Makes every write to this location's filesystem durable (syncfs(2) on local disk, from
@@ -224,6 +369,7 @@ impl Location {
             store_url: self.store_url.clone(),
             budget: self.budget.clone(),
             local_dir: self.local_dir.clone(),
+            in_place: self.in_place,
         }
     }
 
@@ -689,6 +835,47 @@ mod tests {
         assert_eq!(paths(loc.list("2024-01/").await.unwrap()), ["2024-01/a"]);
         assert_eq!(paths(loc.list("").await.unwrap()).len(), 4);
         assert!(loc.list("nothing/").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn unpublished_writes_land_in_place_and_on_object_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("spooled.bin");
+        std::fs::write(&src, b"from a file").unwrap();
+        let loc = parse(dir.path().join("out").to_str().unwrap()).unwrap();
+        let mem = parse("memory://unpublished-test/x").unwrap();
+        for l in [loc.deferred_sync(), loc.clone(), mem.deferred_sync()] {
+            l.put_unpublished(
+                vec![
+                    ("b/1/a.txt".into(), Source::Memory(Bytes::from_static(b"a"))),
+                    ("b/1/c.bin".into(), Source::File(src.clone())),
+                    ("b/1.zip".into(), Source::Memory(Bytes::from_static(b"z"))),
+                ],
+                2,
+            )
+            .await
+            .unwrap();
+            assert_eq!(l.get("b/1/a.txt").await.unwrap(), Bytes::from_static(b"a"));
+            assert_eq!(
+                l.get("b/1/c.bin").await.unwrap(),
+                Bytes::from_static(b"from a file")
+            );
+            assert_eq!(l.get("b/1.zip").await.unwrap(), Bytes::from_static(b"z"));
+        }
+        assert!(src.exists(), "the source file is copied, not moved");
+        let mut left: Vec<String> = loc
+            .list("b/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.path)
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["b/1.zip", "b/1/a.txt", "b/1/c.bin"],
+            "no staging files left"
+        );
     }
 
     #[tokio::test]

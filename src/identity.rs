@@ -302,11 +302,7 @@ fn normalize_column_where(
 }
 
 /// The last 4 ASCII digits of `s`, when it has that many (other characters are skipped).
-fn tail4(s: &str) -> Option<[u8; 4]> {
-    tail4_bytes(s.as_bytes())
-}
-
-fn tail4_bytes(s: &[u8]) -> Option<[u8; 4]> {
+fn tail4(s: &[u8]) -> Option<[u8; 4]> {
     let mut t = [0u8; 4];
     let mut n = 0;
     for &b in s.iter().rev().filter(|b| b.is_ascii_digit()) {
@@ -357,7 +353,7 @@ impl Prefilter {
             Normalize::Phone => {
                 let mut bits = Box::new([0u64; 157]);
                 for v in wanted {
-                    match tail4(v) {
+                    match tail4(v.as_bytes()) {
                         Some(t) => {
                             let i = tail_index(t);
                             bits[i / 64] |= 1 << (i % 64);
@@ -420,7 +416,7 @@ fn may_be_wanted_phone(tails: &[u64; 157], raw: &str) -> bool {
     // Called for every cell, so without allocating, and reading the extension's cut only when
     // there is one.
     let hit = |d: &[u8]| {
-        tail4_bytes(d).is_none_or(|t| {
+        tail4(d).is_none_or(|t| {
             let i = tail_index(t);
             tails[i / 64] & (1 << (i % 64)) != 0
         })

@@ -207,18 +207,19 @@ impl Location {
         files: Vec<(String, Source)>,
         concurrency: usize,
     ) -> Result<()> {
-        let mut targets = Vec::with_capacity(files.len());
-        for (rel, _) in &files {
-            let path = self.object_path(rel)?;
-            // Percent-encoded segments name another file on disk than they read: the store's
-            // own put decodes them.
-            if !self.in_place || path.as_ref().contains('%') {
-                targets.clear();
-                break;
-            }
-            targets.push(PathBuf::from(format!("/{path}")));
-        }
-        if targets.len() != files.len() || files.is_empty() {
+        // Where each object lies on disk: the store path's segments as they are (the local
+        // store maps a path to `/` and its segments, decoding nothing).
+        let targets = if self.in_place && !files.is_empty() {
+            Some(
+                files
+                    .iter()
+                    .map(|(rel, _)| Ok(PathBuf::from(format!("/{}", self.object_path(rel)?))))
+                    .collect::<Result<Vec<_>>>()?,
+            )
+        } else {
+            None
+        };
+        let Some(targets) = targets else {
             use futures::StreamExt;
             return futures::stream::iter(files.into_iter().map(|(rel, src)| async move {
                 match src {
@@ -230,9 +231,9 @@ impl Location {
             .try_collect::<Vec<()>>()
             .await
             .map(drop);
-        }
+        };
         let _permit = self.permit().await?;
-        tokio::task::spawn_blocking(move || {
+        blocking(move || {
             let mut made: Option<PathBuf> = None;
             for ((_, src), target) in files.into_iter().zip(targets) {
                 let io = |op: &'static str| {
@@ -254,8 +255,7 @@ impl Location {
             }
             Ok(())
         })
-        .await
-        .map_err(|e| Error::internal(format!("write task failed: {e}")))?
+        .await?
     }
 
     /// Writes the object from a local file: read whole when small, uploaded in parts when
@@ -268,9 +268,8 @@ impl Location {
         let size = std::fs::metadata(local).map_err(io_err("stat"))?.len();
         if size <= MULTIPART_THRESHOLD {
             let path = local.to_path_buf();
-            let bytes = tokio::task::spawn_blocking(move || std::fs::read(&path))
-                .await
-                .map_err(|e| Error::internal(format!("read task failed: {e}")))?
+            let bytes = blocking(move || std::fs::read(&path))
+                .await?
                 .map_err(io_err("read"))?;
             return self.put(rel, Bytes::from(bytes)).await;
         }
@@ -289,7 +288,7 @@ impl Location {
         let mut file = std::fs::File::open(local).map_err(io_err("open"))?;
         loop {
             // Reads happen on the blocking pool, not on the async worker.
-            let (f, chunk) = tokio::task::spawn_blocking(move || {
+            let (f, chunk) = blocking(move || {
                 use std::io::Read;
                 let mut buf = vec![0u8; PART_SIZE];
                 let r = file.read(&mut buf).map(|n| {
@@ -298,8 +297,7 @@ impl Location {
                 });
                 (file, r)
             })
-            .await
-            .map_err(|e| Error::internal(format!("read task failed: {e}")))?;
+            .await?;
             file = f;
             let chunk = match chunk {
                 Ok(c) => c,
@@ -327,9 +325,7 @@ impl Location {
         let Some(dir) = self.local_dir.clone() else {
             return Ok(());
         };
-        tokio::task::spawn_blocking(move || sync_filesystem(&dir))
-            .await
-            .map_err(|e| Error::internal(format!("filesystem sync task failed: {e}")))?
+        blocking(move || sync_filesystem(&dir)).await?
     }
 
     /// The location's URL, for messages and manifests (no trailing slash).
@@ -553,6 +549,14 @@ impl Location {
             source,
         }
     }
+}
+
+/// Runs blocking filesystem work on tokio's blocking pool, off the async workers (and off rayon,
+/// whose threads are for CPU work).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::internal(format!("filesystem task failed: {e}")))
 }
 
 /// Flushes the filesystem holding `dir` (or its nearest existing ancestor) to stable storage.
@@ -875,6 +879,25 @@ mod tests {
             left,
             ["b/1.zip", "b/1/a.txt", "b/1/c.bin"],
             "no staging files left"
+        );
+        // A directory named like a percent-escape: written where the store itself writes.
+        let odd = parse(dir.path().join("out%41").to_str().unwrap()).unwrap();
+        let batch = odd.deferred_sync();
+        odd.put("b/y.txt", Bytes::from_static(b"p")).await.unwrap();
+        batch
+            .put_unpublished(
+                vec![("b/x.txt".into(), Source::Memory(Bytes::from_static(b"o")))],
+                2,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("out%41/b/x.txt")).unwrap(),
+            b"o"
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join("out%41/b/y.txt")).unwrap(),
+            b"p"
         );
     }
 

@@ -101,6 +101,17 @@ fn phone_key(t: &str) -> Option<String> {
     (key.starts_with("00") == t.starts_with("00")).then_some(key)
 }
 
+/// Starts loading the phone number metadata (about 80 ms of regex compiling) on a thread of its
+/// own when `kinds` has phone identifiers, so it overlaps the listing and reading that come
+/// before the first number is parsed, rather than stalling that parse.
+pub fn warm_up(kinds: &BTreeMap<String, IdentifierKind>) {
+    if kinds.values().any(|k| k.normalize == Normalize::Phone) {
+        std::thread::spawn(|| {
+            let _ = &*phonenumber::metadata::DATABASE;
+        });
+    }
+}
+
 fn normalize_phone(t: &str, country: Option<phonenumber::country::Id>) -> Option<String> {
     let key = phone_key(t);
     let t = key.as_deref().unwrap_or(t);
@@ -340,7 +351,32 @@ pub enum Prefilter {
     /// Emails and ids: every wanted value. Their normalization of an ASCII value is a trim (and
     /// for emails an ASCII lowercase), done here without allocating, so an ASCII value passes
     /// exactly when it normalizes to a wanted one; non-ASCII values always pass.
-    Exact(PlHashSet<Box<[u8]>>, bool),
+    Exact(Box<Exact>),
+}
+
+/// The wanted values of [`Prefilter::Exact`], and a bitmap of their [`signature`]s: nearly every
+/// cell is turned away by one bit, before it is copied, lowercased and hashed.
+#[derive(Debug, Clone)]
+pub struct Exact {
+    signatures: [u64; SIGNATURE_WORDS],
+    wanted: PlHashSet<Box<[u8]>>,
+    lowercase: bool,
+}
+
+const SIGNATURE_BITS: usize = 1 << 16;
+const SIGNATURE_WORDS: usize = SIGNATURE_BITS / 64;
+
+/// 16 bits from a trimmed ASCII value's length and its first, middle and last bytes (ASCII
+/// lowercased when `lowercase`): equal for every writing that normalizes to the same value.
+fn signature(t: &[u8], lowercase: bool) -> usize {
+    let at = |i: usize| {
+        let c = t.get(i).copied().unwrap_or(0);
+        usize::from(if lowercase { c.to_ascii_lowercase() } else { c })
+    };
+    let n = t.len();
+    let h = (n.wrapping_mul(0x9E37) ^ at(0) ^ (at(n / 2) << 5) ^ (at(n.wrapping_sub(1)) << 10))
+        .wrapping_mul(0x2545_F491);
+    (h >> 8) % SIGNATURE_BITS
 }
 
 impl Prefilter {
@@ -363,16 +399,26 @@ impl Prefilter {
                 }
                 Prefilter::Phone(bits)
             }
-            Normalize::Email | Normalize::Id => Prefilter::Exact(
+            Normalize::Email | Normalize::Id => {
+                let lowercase = kind.normalize == Normalize::Email;
                 // No ASCII value normalizes to a non-ASCII one (and non-ASCII raw values always
                 // pass): only ASCII wanted values can be met here.
-                wanted
+                let wanted: PlHashSet<Box<[u8]>> = wanted
                     .into_iter()
                     .filter(|v| v.is_ascii())
                     .map(|v| Box::from(v.as_bytes()))
-                    .collect(),
-                kind.normalize == Normalize::Email,
-            ),
+                    .collect();
+                let mut signatures = [0u64; SIGNATURE_WORDS];
+                for v in &wanted {
+                    let i = signature(v, lowercase);
+                    signatures[i / 64] |= 1 << (i % 64);
+                }
+                Prefilter::Exact(Box::new(Exact {
+                    signatures,
+                    wanted,
+                    lowercase,
+                }))
+            }
         }
     }
 
@@ -380,14 +426,18 @@ impl Prefilter {
         match self {
             Prefilter::All => true,
             Prefilter::Phone(tails) => may_be_wanted_phone(tails, raw),
-            Prefilter::Exact(wanted, lowercase) => {
+            Prefilter::Exact(e) => {
                 let b = raw.as_bytes();
                 if !b.is_ascii() {
                     return true;
                 }
                 let t = trim_ascii_ws(b);
-                if !*lowercase {
-                    return wanted.contains(t);
+                let sig = signature(t, e.lowercase);
+                if e.signatures[sig / 64] & (1 << (sig % 64)) == 0 {
+                    return false;
+                }
+                if !e.lowercase {
+                    return e.wanted.contains(t);
                 }
                 if t.len() > EXACT_MAX {
                     return true;
@@ -398,7 +448,7 @@ impl Prefilter {
                 let low = &mut buf[..t.len()];
                 low.copy_from_slice(t);
                 low.make_ascii_lowercase();
-                wanted.contains(&*low)
+                e.wanted.contains(&*low)
             }
         }
     }

@@ -605,10 +605,10 @@ struct Scanned {
     rows_scanned: u64,
 }
 
-/// Tenants exported at once: one per CPU thread (at least 2, so one tenant's uploads overlap
-/// another's scan), at most [`MAX_TENANT_CONCURRENCY`].
+/// Tenants exported at once: two per CPU thread, so a tenant waiting on its writes or syncs
+/// leaves its CPU to another's scan, at most [`MAX_TENANT_CONCURRENCY`].
 fn tenant_concurrency() -> usize {
-    rayon::current_num_threads().clamp(2, MAX_TENANT_CONCURRENCY)
+    (2 * rayon::current_num_threads()).clamp(2, MAX_TENANT_CONCURRENCY)
 }
 
 /// What the tenants exported at once share.

@@ -353,6 +353,9 @@ pub fn assemble(
     })
 }
 
+/// Bundle files smaller than this go into the zip stored, not deflated.
+const STORE_BELOW: u64 = 1024;
+
 /// The final manifest of `b` in `folder` (generation `generation`) and the zip it describes.
 /// With `passphrase`, every entry is AES-256 encrypted (WinZip AE-2, opened by common tools).
 pub fn zip(
@@ -392,7 +395,8 @@ pub fn zip(
 }
 
 /// The zip of a bundle: `<folder>/README.md`, `<folder>/manifest.json` (the manifest without
-/// its own zip entry), then the dataset files, deflated, dated `generated_at`.
+/// its own zip entry), then the dataset files, deflated (those under [`STORE_BELOW`] stored),
+/// dated `generated_at`.
 fn write_zip<W: Write + Seek>(
     w: W,
     dir: &Path,
@@ -442,12 +446,22 @@ fn write_zip<W: Write + Seek>(
     entries.push(("manifest.json", &manifest));
     entries.extend(files.iter().skip(1).map(|(n, c)| (n.as_str(), c)));
     for (name, content) in entries {
-        let large = content.size()? >= u64::from(u32::MAX);
+        let size = content.size()?;
+        let large = size >= u64::from(u32::MAX);
+        // Small files are stored as they are: deflating a few hundred bytes saves a few hundred
+        // at most, and setting up each entry's deflate state (clearing its hash table) costs
+        // more CPU than the whole file (most of a person's dataset files are this small).
+        let o = if size < STORE_BELOW {
+            opts.compression_method(::zip::CompressionMethod::Stored)
+                .compression_level(None)
+        } else {
+            opts
+        };
         let o = match passphrase {
-            Some(pw) => opts
+            Some(pw) => o
                 .large_file(large)
                 .with_aes_encryption(::zip::AesMode::Aes256, pw),
-            None => opts.large_file(large),
+            None => o.large_file(large),
         };
         z.start_file(format!("{}/{name}", m.folder), o)
             .map_err(zerr)?;
@@ -505,4 +519,84 @@ fn assemble_parquet<W: Write + Send>(
         w.flush().map_err(perr)?;
     }
     w.into_inner().map_err(perr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundles::render::{Outcome, SnapshotRef};
+    use std::io::Read;
+
+    fn manifest() -> BundleManifest {
+        BundleManifest {
+            format: 1,
+            engine_version: "t".into(),
+            request_id: "REQ-1".into(),
+            tenant: "acme".into(),
+            folder: "REQ-1".into(),
+            generation: 1,
+            generated_at: "2026-11-29T00:00:00Z".into(),
+            received_at: None,
+            pipeline: "p".into(),
+            spec_hash: "h".into(),
+            snapshot: SnapshotRef {
+                sequence: 1,
+                run_id: "r".into(),
+                committed_at: "2026-11-28T00:00:00Z".into(),
+            },
+            identifier_hash: "x".into(),
+            identifiers_resolved: 1,
+            outcome: Outcome::Data,
+            note: String::new(),
+            datasets: BTreeMap::new(),
+            files: vec![],
+            zip: None,
+        }
+    }
+
+    #[test]
+    fn small_entries_are_stored_large_ones_deflated_and_all_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = b"id,name\n1,Ann\n".to_vec();
+        let large: Vec<u8> = (0..400)
+            .flat_map(|i| format!("{{\"id\":{i},\"body\":\"hello again\"}}\n").into_bytes())
+            .collect();
+        let spooled = dir.path().join("emails.jsonl");
+        fs::write(&spooled, &large).unwrap();
+        let files = vec![
+            ("README.md".to_string(), Content::Memory(small.clone())),
+            ("emails.jsonl".to_string(), Content::File(spooled)),
+        ];
+        for passphrase in [None, Some("correct horse")] {
+            let bytes = write_zip(
+                io::Cursor::new(Vec::new()),
+                dir.path(),
+                &manifest(),
+                &files,
+                passphrase,
+            )
+            .unwrap()
+            .into_inner();
+            let mut z = ::zip::ZipArchive::new(io::Cursor::new(bytes)).unwrap();
+            let names: Vec<String> = z.file_names().map(|n| n.unwrap().into_owned()).collect();
+            assert_eq!(names.len(), 3, "{names:?}");
+            for (name, want, method) in [
+                ("REQ-1/README.md", &small, ::zip::CompressionMethod::Stored),
+                (
+                    "REQ-1/emails.jsonl",
+                    &large,
+                    ::zip::CompressionMethod::Deflated,
+                ),
+            ] {
+                let mut f = match passphrase {
+                    Some(pw) => z.by_name_decrypt(name, pw.as_bytes()).unwrap(),
+                    None => z.by_name(name).unwrap(),
+                };
+                assert_eq!(f.compression(), method, "{name}");
+                let mut got = Vec::new();
+                f.read_to_end(&mut got).unwrap();
+                assert_eq!(&got, want, "{name}");
+            }
+        }
+    }
 }

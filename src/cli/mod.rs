@@ -174,7 +174,9 @@ pub fn runtime() -> Result<lethe::runtime::Runtime, Error> {
 
 /// Loads and validates the pipeline (exit 78 with every problem listed on failure).
 pub fn load(path: &Path) -> Result<Arc<lethe::spec::Pipeline>, Error> {
-    lethe::spec::load(path).map(Arc::new)
+    let p = lethe::spec::load(path)?;
+    lethe::identity::warm_up(&p.identifiers);
+    Ok(Arc::new(p))
 }
 
 /// Parses `--as-of` (a date or RFC 3339 time) to UTC micros.

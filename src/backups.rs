@@ -354,6 +354,42 @@ fn erase_subjects(
 }
 
 /// Reads and conforms one backup file in full (CPU on rayon).
+/// The identifiers of everyone the live snapshot `live` of `tenant` shows with a dataset's
+/// opt-out flag set.
+async fn live_flagged_opt_outs(
+    ctx: &Context,
+    tenant: &str,
+    live: Option<&crate::commit::Manifest>,
+) -> Result<Vec<crate::identity::Ident>> {
+    let mut out = Vec::new();
+    let Some(live) = live else {
+        return Ok(out);
+    };
+    for ds in ctx.pipeline.tenant_datasets() {
+        if ds.opt_out_flag.is_none() {
+            continue;
+        }
+        for f in live
+            .datasets
+            .get(&ds.name)
+            .map_or(&[][..], |e| &e.files[..])
+        {
+            let bytes = ctx.out(tenant).get(&f.path).await?;
+            let url = ctx.out(tenant).url_for(&f.path);
+            let (ds, kinds) = (ds.clone(), ctx.pipeline.identifiers.clone());
+            out.extend(
+                crate::runtime::cpu(move || {
+                    let df = crate::parquet_io::read_parquet(bytes, &url)?;
+                    crate::identity::flagged_opt_outs(&df, &ds, &kinds)
+                        .map_err(|e| Error::polars(&url, e))
+                })
+                .await?,
+            );
+        }
+    }
+    Ok(out)
+}
+
 async fn read_full(loc: &Location, path: &str, ds: &Dataset) -> Result<DataFrame> {
     let bytes = loc.get(path).await?;
     let full = format!("{}/{path}", loc.url());
@@ -1081,6 +1117,11 @@ pub async fn restore(
         }
         let live = crate::commit::latest(ctx.out(tenant), tenant).await?;
         let carried = crate::exec::read_suppression(&ctx, live.as_ref()).await?;
+        // Objections made in the platform itself (its opt-out flag, set after the backup was
+        // taken) are known from the live snapshot's rows.
+        for id in live_flagged_opt_outs(&ctx, tenant, live.as_ref()).await? {
+            subjects.opt_out.extend(index.resolve(&id));
+        }
         let mut held = IdentSet::default();
         for h in ctx.active_holds(tenant) {
             if let Some(id) = &h.identifier {

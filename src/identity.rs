@@ -270,6 +270,32 @@ pub fn list_values(s: &Series) -> PolarsResult<(StringChunked, Vec<usize>)> {
     ))
 }
 
+/// Every normalized identifier of the rows of `df` (a frame of `ds`) whose opt-out flag is set:
+/// the people who objected in the platform itself. Empty when `ds` has no opt-out flag.
+pub fn flagged_opt_outs(
+    df: &DataFrame,
+    ds: &Dataset,
+    kinds: &BTreeMap<String, IdentifierKind>,
+) -> PolarsResult<Vec<Ident>> {
+    let Some(flag) = &ds.opt_out_flag else {
+        return Ok(Vec::new());
+    };
+    let set = df.column(flag)?.bool()?.fill_null_with_values(false)?;
+    let flagged = df.filter(&set)?;
+    let mut out = Vec::new();
+    for c in ds.identifier_columns() {
+        let Some((name, kind)) = c.identifier.as_ref().and_then(|k| kinds.get_key_value(k)) else {
+            continue;
+        };
+        let Ok(col) = flagged.column(&c.name) else {
+            continue;
+        };
+        let norm = normalize_column(kind, col.as_materialized_series())?;
+        out.extend(norm.distinct().iter().map(|v| (name.clone(), v.clone())));
+    }
+    Ok(out)
+}
+
 /// Normalizes a whole column, each distinct raw value once (phone parsing is not cheap).
 pub fn normalize_column(kind: &IdentifierKind, s: &Series) -> PolarsResult<NormColumn> {
     normalize_column_where(kind, s, |_| true)
@@ -1016,5 +1042,36 @@ mod tests {
         assert!(!col.is_list());
         assert_eq!(col.distinct(), ["+14155550100"]);
         assert_eq!(col.rows_where(|_| true), [true, false, false, true]);
+    }
+
+    #[test]
+    fn flagged_opt_outs_are_the_flagged_rows_identifiers_normalized() {
+        let p = crate::spec::helpdesk();
+        let ds = &p.datasets["contacts"];
+        let df = df!(
+            "contact_id" => ["C-1", "C-2", "C-3"],
+            "email" => [Some(" Ann@Example.COM"), Some("bob@example.com"), None],
+            "phone" => [Some("(415) 555-0100"), None, Some("415.555.0199")],
+            "opted_out" => [Some(true), Some(false), None],
+        )
+        .unwrap();
+        let mut got = flagged_opt_outs(&df, ds, &p.identifiers).unwrap();
+        got.sort();
+        let want: Vec<Ident> = [
+            ("contact_id", "C-1"),
+            ("email", "ann@example.com"),
+            ("phone", "+14155550100"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(got, want);
+        let emails = &p.datasets["emails"];
+        assert!(emails.opt_out_flag.is_none());
+        assert!(
+            flagged_opt_outs(&df, emails, &p.identifiers)
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -401,9 +401,38 @@ fn restored_contacts(dir: &Path, tenant: &str) -> BTreeMap<String, (String, bool
         .collect()
 }
 
+/// Contact `id` of `tenant` in a restored copy at `dir`, as one export NDJSON line with its
+/// opt-out flag set and `updated_at` changed to `at`.
+fn contact_json(dir: &Path, tenant: &str, id: &str, at: &str) -> String {
+    use polars::prelude::*;
+    let path = dir.join(format!("contacts/tenant={tenant}/part-00000.parquet"));
+    let df = ParquetReader::new(std::fs::File::open(&path).unwrap())
+        .finish()
+        .unwrap();
+    let ids = df.column("contact_id").unwrap().str().unwrap().clone();
+    let row = ids.iter().position(|v| v == Some(id)).unwrap();
+    let mut obj = serde_json::Map::new();
+    for c in df.columns() {
+        let name = c.name().to_string();
+        let v = match name.as_str() {
+            "opted_out" => serde_json::Value::Bool(true),
+            "updated_at" => serde_json::Value::from(at),
+            _ => {
+                let s = c.cast(&DataType::String).unwrap();
+                match s.str().unwrap().get(row) {
+                    Some(v) => serde_json::Value::from(v),
+                    None => serde_json::Value::Null,
+                }
+            }
+        };
+        obj.insert(name, v);
+    }
+    serde_json::Value::Object(obj).to_string()
+}
+
 #[test]
 fn restore_keeps_everyone_who_objected_opted_out() {
-    let s = setup(27);
+    let s = setup(30);
     let spec = s.spec.to_str().unwrap();
     let dir = s.spec.parent().unwrap();
     let restore_to = |to: &Path| {
@@ -412,9 +441,16 @@ fn restore_keeps_everyone_who_objected_opted_out() {
     };
     let before = dir.join("restored-before");
     restore_to(&before);
-    // The tenant with the most contacts not opted out.
+    // The open tenant (a closed one's content is gone from the live snapshot) with the most
+    // contacts not opted out.
+    let open: Vec<String> = tenants(&s.data)
+        .into_iter()
+        .filter(|(_, status, _)| status == "active")
+        .map(|(t, _, _)| t)
+        .collect();
     let (t, contacts) = walk(&before.join("contacts"))
         .iter()
+        .filter(|p| open.contains(&tenant_of(p)))
         .map(|p| {
             let t = tenant_of(p);
             let c = restored_contacts(&before, &t);
@@ -444,6 +480,23 @@ fn restore_keeps_everyone_who_objected_opted_out() {
     let o = lethe(&["run", spec, "--as-of", AS_OF], &[]);
     assert!(o.status.success(), "{}", text(&o));
     std::fs::remove_file(&stop).unwrap();
+    // One objection made in the platform itself, by someone the restore would otherwise bring
+    // back opted in: the next export re-sends the contact with its opt-out flag set (no ledger
+    // request, no STOP), and the next night takes it into the live snapshot.
+    let mid = dir.join("restored-mid");
+    restore_to(&mid);
+    let (by_platform, _) = restored_contacts(&mid, &t)
+        .into_iter()
+        .find(|(id, (_, f))| !f && id != by_phone && id != by_stop)
+        .unwrap();
+    let flagged = contact_json(&mid, &t, &by_platform, "2026-11-28T23:00:00Z");
+    let day = s.data.join(format!(
+        "exports/incremental/2026-11-28/contacts/tenant={t}"
+    ));
+    std::fs::create_dir_all(&day).unwrap();
+    std::fs::write(day.join("part-99999.ndjson"), format!("{flagged}\n")).unwrap();
+    let o = lethe(&["run", spec, "--as-of", AS_OF], &[]);
+    assert!(o.status.success(), "{}", text(&o));
     let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
     std::fs::write(
         ledger.join("zz-objection.csv"),
@@ -461,6 +514,10 @@ fn restore_keeps_everyone_who_objected_opted_out() {
     assert!(
         restored[by_stop].1,
         "an objection known from the suppression list is honoured"
+    );
+    assert!(
+        restored[&by_platform].1,
+        "an objection the platform flagged after the backup is honoured"
     );
     // Nobody who was opted out comes back opted in (others may join: the night's STOP senders).
     for (id, (_, flag)) in &contacts {

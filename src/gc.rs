@@ -2,8 +2,9 @@
 //! period. The live manifest of a tenant is its latest: older snapshots may still hold people
 //! erased since, so their files must go. Never deleted: any file the latest manifest references,
 //! manifests themselves (they hold no personal data: they are the history), run reports,
-//! bundles, anything younger than the grace period (a run may be writing it right now), and
-//! anything a legal hold covers.
+//! bundles younger than the retention policy's `bundle_days` (and a bundle's manifest ever),
+//! anything younger than the grace period (a run may be writing it right now), and anything a
+//! legal hold covers.
 
 use std::sync::Arc;
 
@@ -125,6 +126,30 @@ pub async fn gc(p: Arc<Pipeline>, opts: GcOptions, reporter: &dyn Reporter) -> R
                     ctx.out(t).delete(&o.path).await?;
                 }
                 report.deleted.push(o.path.clone());
+            }
+        }
+    }
+    // Access bundles past `bundle_days`: their data goes, their manifests stay (the record that
+    // the request was answered). A tenant under a legal hold keeps them whole.
+    if let Some(days) = p.policies.bundle_days {
+        let now_as_of = opts
+            .as_of
+            .and_then(chrono::DateTime::from_timestamp_micros)
+            .unwrap_or(now);
+        for t in &ctx.tenants {
+            let expired = crate::bundles::expired_objects(ctx.out(t), t, days, now_as_of).await?;
+            if let Some(h) = ctx.active_holds(t).first() {
+                report
+                    .held
+                    .extend(expired.iter().map(|o| (o.path.clone(), h.id.clone())));
+                continue;
+            }
+            for o in expired {
+                report.bytes += o.size;
+                if !opts.dry_run {
+                    ctx.out(t).delete(&o.path).await?;
+                }
+                report.deleted.push(o.path);
             }
         }
     }

@@ -351,6 +351,67 @@ fn bundles_prefix(tenant: &str) -> String {
     format!("{}/bundles/", commit::tenant_prefix(tenant))
 }
 
+/// The objects `lethe gc` deletes from `tenant`'s bundles kept `days` (the retention policy's
+/// `bundle_days`): every file and the zip of each answered bundle generated more than `days`
+/// before `now`, but not its manifest, which holds no personal data and stays as the record that
+/// the request was answered (so an export does not answer it again). Unfinished folders (no
+/// manifest) are left alone.
+pub async fn expired_objects(
+    out: &Location,
+    tenant: &str,
+    days: u32,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<ObjectInfo>> {
+    let prefix = bundles_prefix(tenant);
+    let listed = out.list(&prefix).await?;
+    let cutoff = now - chrono::Duration::days(i64::from(days));
+    let mut expired = BTreeSet::new();
+    for o in &listed {
+        let Some(folder) = o
+            .path
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(&format!("/{MANIFEST_FILE}")))
+        else {
+            continue;
+        };
+        if o.size == 0 || folder.contains('/') {
+            continue;
+        }
+        let bytes = out.get(&o.path).await?;
+        let m: render::BundleManifest = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::bad_data(
+                out.url_for(&o.path),
+                format!("unreadable bundle manifest: {e}"),
+                "restore it from object versioning, or delete the bundle folder and answer the request again with `lethe export --force`",
+            )
+        })?;
+        let generated = chrono::DateTime::parse_from_rfc3339(&m.generated_at).map_err(|e| {
+            Error::bad_data(
+                out.url_for(&o.path),
+                format!("bundle manifest's generated_at is not a time: {e}"),
+                "restore the manifest from object versioning",
+            )
+        })?;
+        if generated <= cutoff {
+            expired.insert(folder.to_string());
+        }
+    }
+    Ok(listed
+        .into_iter()
+        .filter(|o| {
+            let Some(rest) = o.path.strip_prefix(&prefix) else {
+                return false;
+            };
+            match rest.split_once('/') {
+                Some((folder, file)) => file != MANIFEST_FILE && expired.contains(folder),
+                None => rest
+                    .strip_suffix(".zip")
+                    .is_some_and(|folder| expired.contains(folder)),
+            }
+        })
+        .collect())
+}
+
 /// What already exists under a tenant's bundles, from one listing.
 #[derive(Debug, Default)]
 struct Folders {

@@ -596,6 +596,7 @@ fn build(
             .retention
             .as_ref()
             .and_then(|r| r.backup_months),
+        bundle_days: spec.policies.retention.as_ref().and_then(|r| r.bundle_days),
     };
     let encryption = spec.encryption.as_ref().and_then(|e| {
         if e.master_key_env.is_none() && e.master_key_file.is_none() {

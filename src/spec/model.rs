@@ -128,6 +128,8 @@ pub struct Policies {
     /// Encrypted bundle delivery: the passphrases location (resolved), when enabled.
     pub bundle_passphrases: Option<String>,
     pub backup_months: Option<u32>,
+    /// Days an answered access bundle keeps its data (see `lethe gc`); `None`: kept.
+    pub bundle_days: Option<u32>,
 }
 
 #[derive(Debug, Clone)]

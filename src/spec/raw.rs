@@ -234,6 +234,10 @@ pub struct RetentionPolicy {
     /// Backup generations older than this are expired.
     #[serde(default)]
     pub backup_months: Option<u32>,
+    /// Access bundles older than this many days (from their `generated_at`) lose their data
+    /// files and zip to `lethe gc`; the manifest stays as the record of the answer.
+    #[serde(default)]
+    pub bundle_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

@@ -815,6 +815,62 @@ fn bundles_on_local_disk() {
         0,
         "the cut folder is left as it was"
     );
+
+    // Retention (`bundle_days: 30` in the helpdesk spec): a month and more later, gc deletes
+    // every answered bundle's files and zip and keeps its manifest, the record of the answer.
+    let later = (chrono::Utc::now() + chrono::Duration::days(40))
+        .format("%Y-%m-%d")
+        .to_string();
+    let all = bundle_files(&out);
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let o = lethe(&["gc", spec, "--as-of", &today], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        bundle_files(&out),
+        all,
+        "bundles younger than 30 days are kept"
+    );
+    let o = lethe(&["gc", spec, "--dry-run", "--as-of", &later], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains(".zip"), "{}", text(&o));
+    assert_eq!(bundle_files(&out), all, "a dry run deletes nothing");
+    let o = lethe(&["gc", spec, "--as-of", &later], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let left = bundle_files(&out);
+    assert!(left.len() < all.len());
+    let cut_folder = format!("{}~2", r.request_id);
+    for (f, size, _) in &left {
+        let name = f.file_name().unwrap().to_string_lossy();
+        let folder = match name.strip_suffix(".zip") {
+            Some(stem) => stem.to_string(),
+            None => f
+                .parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into(),
+        };
+        assert!(
+            name == "manifest.json" && *size > 0 || folder == cut_folder,
+            "{} survived its retention",
+            f.display()
+        );
+    }
+    assert!(
+        bundles
+            .join(format!("{}/manifest.json", r.request_id))
+            .exists()
+    );
+    assert!(!bundles.join(format!("{}.zip", r.request_id)).exists());
+    assert!(
+        bundles.join(format!("{cut_folder}/README.md")).exists(),
+        "an unfinished folder (no manifest) is not a bundle: left alone"
+    );
+    // The requests stay answered: an export does not answer them again.
+    let o = lethe(&["export", spec], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(bundle_files(&out), left, "expired bundles are not redone");
 }
 
 #[test]

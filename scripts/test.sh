@@ -20,32 +20,49 @@ endpoint="http://127.0.0.1:${port}"
 bucket="lethe-test"
 log=$(mktemp "${TMPDIR:-/tmp}/lethe-moto.XXXXXX")
 
+# A second server enforces IAM policies (moto checks credentials once its first unauthenticated
+# actions are spent): the least-privilege test runs lethe there with credentials that may not
+# write or delete its inputs.
+iam_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+iam_endpoint="http://127.0.0.1:${iam_port}"
+iam_log=$(mktemp "${TMPDIR:-/tmp}/lethe-moto-iam.XXXXXX")
+
 "${moto[@]}" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
 moto_pid=$!
+INITIAL_NO_AUTH_ACTION_COUNT=100 python3 scripts/moto_iam_server.py -H 127.0.0.1 -p "$iam_port" >"$iam_log" 2>&1 &
+moto_iam_pid=$!
 cleanup() {
-  kill "$moto_pid" 2>/dev/null || true
-  wait "$moto_pid" 2>/dev/null || true
-  rm -f "$log"
+  kill "$moto_pid" "$moto_iam_pid" 2>/dev/null || true
+  wait "$moto_pid" "$moto_iam_pid" 2>/dev/null || true
+  rm -f "$log" "$iam_log"
 }
 trap cleanup EXIT
 
-for _ in $(seq 1 150); do
-  if curl -fs -o /dev/null "$endpoint/"; then
-    break
-  fi
-  if ! kill -0 "$moto_pid" 2>/dev/null; then
-    echo "test.sh: moto_server exited during startup:" >&2
-    cat "$log" >&2
-    exit 1
-  fi
-  sleep 0.2
-done
-if ! curl -fsS -o /dev/null "$endpoint/"; then
-  echo "test.sh: moto_server did not answer on $endpoint within 30 s:" >&2
-  cat "$log" >&2
+# wait_for PID ENDPOINT LOG: until the server answers (any HTTP status: the IAM-enforcing one
+# refuses an unsigned request once its unauthenticated actions are spent).
+wait_for() {
+  for _ in $(seq 1 150); do
+    if curl -s -o /dev/null "$2/"; then
+      return 0
+    fi
+    if ! kill -0 "$1" 2>/dev/null; then
+      echo "test.sh: the S3 server on $2 exited during startup:" >&2
+      cat "$3" >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
+  echo "test.sh: the S3 server did not answer on $2 within 30 s:" >&2
+  cat "$3" >&2
   exit 1
-fi
+}
+wait_for "$moto_pid" "$endpoint" "$log"
+wait_for "$moto_iam_pid" "$iam_endpoint" "$iam_log"
 curl -fsS -o /dev/null -X PUT "$endpoint/$bucket"
+iam_env=$(python3 scripts/s3_iam.py setup "$iam_endpoint" lethe-iam)
+while IFS= read -r line; do
+  export "${line?}"
+done <<<"$iam_env"
 
 export LETHE_TEST_S3_ENDPOINT="$endpoint"
 export LETHE_TEST_S3_BUCKET="$bucket"

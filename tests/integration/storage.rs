@@ -247,3 +247,200 @@ fn s3_is_exercised_when_required() {
         assert!(common::s3_location("probe").is_some());
     }
 }
+
+/// The IAM-enforcing S3 server that `scripts/test.sh` starts (`scripts/s3_iam.py setup` made its
+/// admin): endpoint and bucket, or `None` (test skips) without one.
+fn iam_server() -> Option<(String, String)> {
+    let var = |name: &str| std::env::var(format!("LETHE_TEST_S3_IAM_{name}")).ok();
+    let Some(endpoint) = var("ENDPOINT").filter(|e| !e.is_empty()) else {
+        assert!(
+            !common::s3_required(),
+            "LETHE_REQUIRE_S3=1 but LETHE_TEST_S3_IAM_ENDPOINT is not set; run the tests with scripts/test.sh"
+        );
+        eprintln!("skipping: no IAM-enforcing S3 server (scripts/test.sh starts one)");
+        return None;
+    };
+    Some((endpoint, var("BUCKET").unwrap()))
+}
+
+/// A client of the IAM server with the given keys.
+fn iam_client(
+    endpoint: &str,
+    bucket: &str,
+    key: &str,
+    secret: &str,
+) -> Arc<dyn object_store::ObjectStore> {
+    Arc::new(
+        object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(endpoint)
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_bucket_name(bucket)
+            .with_access_key_id(key)
+            .with_secret_access_key(secret)
+            .build()
+            .unwrap(),
+    )
+}
+
+/// A new IAM user whose only permissions are what `lethe policy SPEC --for FOR` prints:
+/// (access key, secret).
+fn user_with_lethe_policy(endpoint: &str, spec: &str, what: &str, dir: &Path) -> (String, String) {
+    let o = crate::pipeline::lethe(&["policy", spec, "--for", what], &[]);
+    assert!(o.status.success(), "{}", crate::pipeline::text(&o));
+    let file = dir.join(format!("policy-{what}.json"));
+    std::fs::write(&file, &o.stdout).unwrap();
+    let name = common::unique(&format!("lethe-{what}"));
+    let script = crate::pipeline::repo().join("scripts/s3_iam.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .args(["user", endpoint, &name])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let keys = String::from_utf8(out.stdout).unwrap();
+    let (key, secret) = keys.trim().split_once(' ').unwrap();
+    (key.to_string(), secret.to_string())
+}
+
+/// The job runs with exactly the permissions `lethe policy` prints (`--for run` for run, verify
+/// and export; `--for gc` for gc), on a server that enforces them: every command succeeds, and
+/// the inputs are exactly as they were. The run's credentials are refused a delete or an
+/// overwrite of an input (the server does enforce the policies, so this test can fail).
+#[test]
+fn the_printed_least_privilege_policies_run_the_job_and_protect_the_inputs() {
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    use object_store::path::Path as ObjPath;
+
+    let Some((endpoint, bucket)) = iam_server() else {
+        return;
+    };
+    let admin = iam_client(
+        &endpoint,
+        &bucket,
+        &std::env::var("LETHE_TEST_S3_IAM_ADMIN_KEY").unwrap(),
+        &std::env::var("LETHE_TEST_S3_IAM_ADMIN_SECRET").unwrap(),
+    );
+    let prefix = common::unique("iam");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    crate::pipeline::small_sample(&data, 31);
+    let rt = lethe::runtime::Runtime::new().unwrap();
+    let inputs = |store: Arc<dyn object_store::ObjectStore>| {
+        let prefix = prefix.clone();
+        rt.block_on(async move {
+            let mut all = Vec::new();
+            for dir in ["exports", "ledger"] {
+                let p = ObjPath::from(format!("{prefix}/{dir}"));
+                let listed: Vec<_> = store.list(Some(&p)).try_collect().await.unwrap();
+                all.extend(
+                    listed
+                        .into_iter()
+                        .map(|m| (m.location.to_string(), m.e_tag)),
+                );
+            }
+            all.sort();
+            all
+        })
+    };
+    rt.block_on(async {
+        for entry in crate::pipeline::walk(&data) {
+            let rel = entry
+                .strip_prefix(&data)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
+            if rel.starts_with("backups/") {
+                continue; // these commands do not read backups (the spec keeps them on disk)
+            }
+            let bytes = Bytes::from(std::fs::read(&entry).unwrap());
+            admin
+                .put(&ObjPath::from(format!("{prefix}/{rel}")), bytes.into())
+                .await
+                .unwrap();
+        }
+    });
+    let before = inputs(admin.clone());
+    assert!(before.len() > 10, "{before:?}");
+
+    let base = format!("s3://{bucket}/{prefix}");
+    let spec = crate::pipeline::write_pipeline(
+        tmp.path(),
+        &format!("{base}/exports"),
+        &format!("{base}/ledger"),
+        &format!("{base}/out"),
+    );
+    let spec = spec.to_str().unwrap();
+    let run_keys = user_with_lethe_policy(&endpoint, spec, "run", tmp.path());
+    let gc_keys = user_with_lethe_policy(&endpoint, spec, "gc", tmp.path());
+    let env = |(key, secret): &(String, String)| {
+        [
+            ("AWS_ENDPOINT", endpoint.clone()),
+            ("AWS_ALLOW_HTTP", "true".to_string()),
+            ("AWS_REGION", "us-east-1".to_string()),
+            ("AWS_ACCESS_KEY_ID", key.clone()),
+            ("AWS_SECRET_ACCESS_KEY", secret.clone()),
+        ]
+    };
+    let lethe_as = |keys: &(String, String), args: &[&str]| {
+        let env = env(keys);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        crate::pipeline::lethe(args, &env)
+    };
+    for args in [
+        vec!["run", spec],
+        vec!["verify", spec],
+        vec!["export", spec],
+    ] {
+        let o = lethe_as(&run_keys, &args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            crate::pipeline::text(&o)
+        );
+    }
+    let o = lethe_as(&gc_keys, &["gc", spec, "--grace", "0s"]);
+    assert!(o.status.success(), "gc: {}", crate::pipeline::text(&o));
+    assert_eq!(inputs(admin.clone()), before, "the inputs are untouched");
+    let run_client = iam_client(&endpoint, &bucket, &run_keys.0, &run_keys.1);
+    let written = rt.block_on(async {
+        let p = ObjPath::from(format!("{prefix}/out"));
+        run_client
+            .list(Some(&p))
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap()
+    });
+    assert!(
+        written
+            .iter()
+            .any(|m| m.location.as_ref().contains("/_manifests/")),
+        "the run committed manifests: {written:?}"
+    );
+    assert!(
+        written
+            .iter()
+            .any(|m| m.location.as_ref().contains("/bundles/")),
+        "the export wrote bundles"
+    );
+
+    // The policies are enforced: the run's credentials may not delete or overwrite an input.
+    let input = ObjPath::from(before[0].0.as_str());
+    rt.block_on(async {
+        assert!(run_client.delete(&input).await.is_err(), "delete {input}");
+        assert!(
+            run_client
+                .put(&input, Bytes::from_static(b"x").into())
+                .await
+                .is_err(),
+            "overwrite {input}"
+        );
+    });
+    assert_eq!(inputs(admin), before);
+}

@@ -33,6 +33,8 @@ pub struct Record {
     pub security: Vec<String>,
     pub closed_tenants: String,
     pub backups: String,
+    /// How long access bundles (copies of a person's data) are kept.
+    pub bundles: String,
 }
 
 pub fn build(p: &Pipeline) -> Record {
@@ -101,6 +103,7 @@ pub fn build(p: &Pipeline) -> Record {
         security,
         closed_tenants: p.policies.closed_tenant_months.map_or("no rule".into(), |m| format!("all content deleted {m} months after closure (legal-obligation datasets follow their own period)")),
         backups: p.policies.backup_months.map_or("no rule".into(), |m| format!("generations kept {m} months; erasures applied to every generation inside the window")),
+        bundles: p.policies.bundle_days.map_or("kept until deleted (no rule)".into(), |d| format!("data deleted {d} days after the bundle was generated (`lethe gc`); its manifest, without personal data, is kept as the record of the answer")),
     }
 }
 
@@ -108,8 +111,8 @@ pub fn build(p: &Pipeline) -> Record {
 pub fn markdown(r: &Record) -> String {
     let mut s = format!("# Record of processing activities: {}\n\n", r.pipeline);
     s.push_str(&format!(
-        "- Controller: {}\n- Processor: {}\n- Closed accounts: {}\n- Backups: {}\n\n",
-        r.controller, r.processor, r.closed_tenants, r.backups
+        "- Controller: {}\n- Processor: {}\n- Closed accounts: {}\n- Backups: {}\n- Access bundles: {}\n\n",
+        r.controller, r.processor, r.closed_tenants, r.backups, r.bundles
     ));
     s.push_str("| dataset | purpose | people | data | legal basis | retention | erasure | recipients |\n|---|---|---|---|---|---|---|---|\n");
     for a in &r.activities {

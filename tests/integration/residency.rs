@@ -163,6 +163,7 @@ fn record_of_processing_from_the_specs() {
         "Legal obligation",
         "24 months",
         "Where the data is stored",
+        "Access bundles: data deleted 30 days after",
     ] {
         assert!(md.contains(needle), "missing {needle} in:\n{md}");
     }

@@ -496,6 +496,35 @@ pub fn readme(p: &Pipeline, m: &BundleManifest, redacted: &str) -> String {
     s
 }
 
+/// A bundle manifest with placeholder values, for tests.
+#[cfg(test)]
+pub(crate) fn test_manifest() -> BundleManifest {
+    BundleManifest {
+        format: 1,
+        engine_version: "t".into(),
+        request_id: "REQ-1".into(),
+        tenant: "acme".into(),
+        folder: "REQ-1".into(),
+        generation: 1,
+        generated_at: "2026-11-29T00:00:00Z".into(),
+        received_at: None,
+        pipeline: "helpdesk".into(),
+        spec_hash: "h".into(),
+        snapshot: SnapshotRef {
+            sequence: 1,
+            run_id: "r".into(),
+            committed_at: "2026-11-28T00:00:00Z".into(),
+        },
+        identifier_hash: "x".into(),
+        identifiers_resolved: 1,
+        outcome: Outcome::Data,
+        note: String::new(),
+        datasets: BTreeMap::new(),
+        files: vec![],
+        zip: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -598,31 +627,18 @@ mod tests {
         }
         datasets.get_mut("invoices").unwrap().rows = 2;
         let m = BundleManifest {
-            format: 1,
-            engine_version: "t".into(),
-            request_id: "REQ-1".into(),
-            tenant: "acme".into(),
-            folder: "REQ-1".into(),
-            generation: 1,
-            generated_at: "2026-11-29T00:00:00Z".into(),
             received_at: Some("2026-11-20T10:00:00+00:00".into()),
-            pipeline: "helpdesk".into(),
-            spec_hash: "h".into(),
             snapshot: SnapshotRef {
                 sequence: 3,
                 run_id: "r".into(),
                 committed_at: "2026-11-28T02:30:00Z".into(),
             },
-            identifier_hash: "x".into(),
-            identifiers_resolved: 1,
             outcome: Outcome::Erased {
                 erased_on: "2026-11-09".into(),
                 erase_request_id: "REQ-0".into(),
             },
-            note: String::new(),
             datasets,
-            files: vec![],
-            zip: None,
+            ..test_manifest()
         };
         let m = BundleManifest {
             note: m.outcome.note(2),

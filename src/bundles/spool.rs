@@ -524,35 +524,7 @@ fn assemble_parquet<W: Write + Send>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bundles::render::{Outcome, SnapshotRef};
     use std::io::Read;
-
-    fn manifest() -> BundleManifest {
-        BundleManifest {
-            format: 1,
-            engine_version: "t".into(),
-            request_id: "REQ-1".into(),
-            tenant: "acme".into(),
-            folder: "REQ-1".into(),
-            generation: 1,
-            generated_at: "2026-11-29T00:00:00Z".into(),
-            received_at: None,
-            pipeline: "p".into(),
-            spec_hash: "h".into(),
-            snapshot: SnapshotRef {
-                sequence: 1,
-                run_id: "r".into(),
-                committed_at: "2026-11-28T00:00:00Z".into(),
-            },
-            identifier_hash: "x".into(),
-            identifiers_resolved: 1,
-            outcome: Outcome::Data,
-            note: String::new(),
-            datasets: BTreeMap::new(),
-            files: vec![],
-            zip: None,
-        }
-    }
 
     #[test]
     fn small_entries_are_stored_large_ones_deflated_and_all_read_back() {
@@ -571,7 +543,7 @@ mod tests {
             let bytes = write_zip(
                 io::Cursor::new(Vec::new()),
                 dir.path(),
-                &manifest(),
+                &render::test_manifest(),
                 &files,
                 passphrase,
             )

@@ -353,7 +353,6 @@ fn erase_subjects(
     (s, keys)
 }
 
-/// Reads and conforms one backup file in full (CPU on rayon).
 /// The identifiers of everyone the live snapshot `live` of `tenant` shows with a dataset's
 /// opt-out flag set.
 async fn live_flagged_opt_outs(
@@ -390,6 +389,7 @@ async fn live_flagged_opt_outs(
     Ok(out)
 }
 
+/// Reads and conforms one backup file in full (CPU on rayon).
 async fn read_full(loc: &Location, path: &str, ds: &Dataset) -> Result<DataFrame> {
     let bytes = loc.get(path).await?;
     let full = format!("{}/{path}", loc.url());

@@ -27,6 +27,13 @@ iam_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 
 iam_endpoint="http://127.0.0.1:${iam_port}"
 iam_log=$(mktemp "${TMPDIR:-/tmp}/lethe-moto-iam.XXXXXX")
 
+# The IAM-enforcing server is moto imported by this python3 (a moto_server on PATH may belong to
+# another interpreter).
+if ! python3 -c 'import moto.server, boto3' 2>/dev/null; then
+  echo "test.sh: installing moto[server] for python3 (the IAM-enforcing S3 server)" >&2
+  python3 -m pip install --quiet 'moto[server]'
+fi
+
 "${moto[@]}" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
 moto_pid=$!
 INITIAL_NO_AUTH_ACTION_COUNT=100 python3 scripts/moto_iam_server.py -H 127.0.0.1 -p "$iam_port" >"$iam_log" 2>&1 &

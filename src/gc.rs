@@ -136,8 +136,16 @@ pub async fn gc(p: Arc<Pipeline>, opts: GcOptions, reporter: &dyn Reporter) -> R
             .as_of
             .and_then(chrono::DateTime::from_timestamp_micros)
             .unwrap_or(now);
+        // Every tenant's manifests are read before anything is deleted: one that cannot be read
+        // stops gc with nothing deleted.
+        let mut by_tenant = Vec::new();
         for t in &ctx.tenants {
-            let expired = crate::bundles::expired_objects(ctx.out(t), t, days, now_as_of).await?;
+            by_tenant.push((
+                t,
+                crate::bundles::expired_objects(ctx.out(t), t, days, now_as_of).await?,
+            ));
+        }
+        for (t, expired) in by_tenant {
             if let Some(h) = ctx.active_holds(t).first() {
                 report
                     .held

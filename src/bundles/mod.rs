@@ -355,7 +355,8 @@ fn bundles_prefix(tenant: &str) -> String {
 /// `bundle_days`): every file and the zip of each answered bundle generated more than `days`
 /// before `now`, but not its manifest, which holds no personal data and stays as the record that
 /// the request was answered (so an export does not answer it again). Unfinished folders (no
-/// manifest) are left alone.
+/// manifest) are left alone. Only the manifests of bundles that still have data are read, so
+/// bundles expired earlier cost nothing but their line in the listing.
 pub async fn expired_objects(
     out: &Location,
     tenant: &str,
@@ -365,49 +366,56 @@ pub async fn expired_objects(
     let prefix = bundles_prefix(tenant);
     let listed = out.list(&prefix).await?;
     let cutoff = now - chrono::Duration::days(i64::from(days));
-    let mut expired = BTreeSet::new();
-    for o in &listed {
-        let Some(folder) = o
-            .path
-            .strip_prefix(&prefix)
-            .and_then(|rest| rest.strip_suffix(&format!("/{MANIFEST_FILE}")))
-        else {
-            continue;
-        };
-        if o.size == 0 || folder.contains('/') {
-            continue;
+    // The bundle folder an object belongs to, and whether it is the folder's manifest: files
+    // inside `<folder>/`, and the zip `<folder>.zip` beside it.
+    let folder_of = |o: &ObjectInfo| -> Option<(String, bool)> {
+        let rest = o.path.strip_prefix(&prefix)?;
+        match rest.split_once('/') {
+            Some((folder, file)) => Some((folder.to_string(), file == MANIFEST_FILE)),
+            None => rest.strip_suffix(".zip").map(|f| (f.to_string(), false)),
         }
-        let bytes = out.get(&o.path).await?;
-        let m: render::BundleManifest = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::bad_data(
-                out.url_for(&o.path),
-                format!("unreadable bundle manifest: {e}"),
-                "restore it from object versioning, or delete the bundle folder and answer the request again with `lethe export --force`",
-            )
-        })?;
-        let generated = chrono::DateTime::parse_from_rfc3339(&m.generated_at).map_err(|e| {
-            Error::bad_data(
-                out.url_for(&o.path),
-                format!("bundle manifest's generated_at is not a time: {e}"),
-                "restore the manifest from object versioning",
-            )
-        })?;
-        if generated <= cutoff {
-            expired.insert(folder.to_string());
-        }
-    }
+    };
+    let with_data: BTreeSet<String> = listed
+        .iter()
+        .filter_map(|o| folder_of(o).filter(|(_, manifest)| !manifest))
+        .map(|(folder, _)| folder)
+        .collect();
+    let manifests: Vec<(String, &ObjectInfo)> = listed
+        .iter()
+        .filter(|o| o.size > 0)
+        .filter_map(|o| match folder_of(o) {
+            Some((folder, true)) if with_data.contains(&folder) => Some((folder, o)),
+            _ => None,
+        })
+        .collect();
+    let expired: BTreeSet<String> = futures::stream::iter(manifests.into_iter().map(
+        |(folder, o)| async move {
+            let bytes = out.get(&o.path).await?;
+            let m: render::BundleManifest = serde_json::from_slice(&bytes).map_err(|e| {
+                Error::bad_data(
+                    out.url_for(&o.path),
+                    format!("unreadable bundle manifest: {e}"),
+                    "restore it from object versioning, or delete the bundle folder and answer the request again with `lethe export --force`",
+                )
+            })?;
+            let generated = chrono::DateTime::parse_from_rfc3339(&m.generated_at).map_err(|e| {
+                Error::bad_data(
+                    out.url_for(&o.path),
+                    format!("bundle manifest's generated_at is not a time: {e}"),
+                    "restore the manifest from object versioning",
+                )
+            })?;
+            Ok::<_, Error>((generated <= cutoff).then_some(folder))
+        },
+    ))
+    .buffer_unordered(PUBLISH_IO_CONCURRENCY)
+    .try_filter_map(|f| async move { Ok(f) })
+    .try_collect()
+    .await?;
     Ok(listed
         .into_iter()
         .filter(|o| {
-            let Some(rest) = o.path.strip_prefix(&prefix) else {
-                return false;
-            };
-            match rest.split_once('/') {
-                Some((folder, file)) => file != MANIFEST_FILE && expired.contains(folder),
-                None => rest
-                    .strip_suffix(".zip")
-                    .is_some_and(|folder| expired.contains(folder)),
-            }
+            folder_of(o).is_some_and(|(folder, manifest)| !manifest && expired.contains(&folder))
         })
         .collect())
 }

@@ -830,6 +830,30 @@ fn bundles_on_local_disk() {
         all,
         "bundles younger than 30 days are kept"
     );
+    // A manifest gc cannot read stops it with a clear error naming the file, deleting nothing.
+    let manifest = bundles.join(format!("{}/manifest.json", r.request_id));
+    let kept = std::fs::read(&manifest).unwrap();
+    std::fs::write(&manifest, b"{ not json").unwrap();
+    let o = lethe(&["gc", spec, "--as-of", &later], &[]);
+    assert_eq!(o.status.code(), Some(65), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("unreadable bundle manifest")
+            && err.contains(&format!("{}/manifest.json", r.request_id)),
+        "{err}"
+    );
+    std::fs::write(&manifest, &kept).unwrap();
+    let names = |v: &[(PathBuf, u64, std::time::SystemTime)]| {
+        v.iter()
+            .map(|(p, n, _)| (p.clone(), *n))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(&bundle_files(&out)),
+        names(&all),
+        "a failed gc deletes nothing"
+    );
+    let all = bundle_files(&out);
     let o = lethe(&["gc", spec, "--dry-run", "--as-of", &later], &[]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains(".zip"), "{}", text(&o));
@@ -866,6 +890,14 @@ fn bundles_on_local_disk() {
     assert!(
         bundles.join(format!("{cut_folder}/README.md")).exists(),
         "an unfinished folder (no manifest) is not a bundle: left alone"
+    );
+    // Nothing is left to expire: a second gc deletes nothing.
+    let o = lethe(&["gc", spec, "--as-of", &later], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        bundle_files(&out),
+        left,
+        "a second gc finds nothing to delete"
     );
     // The requests stay answered: an export does not answer them again.
     let o = lethe(&["export", spec], &[]);

@@ -9,8 +9,8 @@
 #                spread over every tenant and identifier kind (email in mixed case, phone in
 #                several formats, contact id), then `lethe run` commits the snapshot once
 #   3. (a) scan  `lethe export PIPELINE --scan-only`: reads every committed snapshot file of every
-#                tenant with pending requests, checks its size and SHA-256 against the manifest and
-#                decodes it, exactly as the export does before matching, then stops. This is the
+#                tenant with pending requests, checks its size and SHA-256 against the manifest as
+#                the export does, decodes every column of every row, then stops. This is the
 #                baseline rather than `lethe verify`, because verify does much more than one scan:
 #                it also reads every contacts *export* to resolve erasures and normalizes every
 #                identifier and free-text cell of every row, which would flatter the ratio.

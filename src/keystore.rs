@@ -353,3 +353,48 @@ pub fn decryption() -> Result<Arc<parquet::encryption::decrypt::FileDecryptionPr
 pub fn is_encrypted(bytes: &[u8]) -> bool {
     bytes.len() >= 4 && &bytes[bytes.len() - 4..] == b"PARE"
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use polars::prelude::*;
+
+    /// An encrypted file reads the same through the late-materializing reader as whole, with
+    /// the key in the keyring; without it, both fail with a key error, not a data error.
+    #[test]
+    fn encrypted_files_open_for_late_materialization() {
+        let id = "test-late-materialization";
+        register(id, [7u8; 32]);
+        let mut df = df!(
+            "id" => ["a", "b", "c"],
+            "email" => ["x@y.z", "w@y.z", "x@y.z"],
+            "n" => [1i64, 2, 3],
+        )
+        .unwrap();
+        let opts = crate::parquet_io::WriteOptions {
+            zstd_level: 1,
+            row_group_rows: 1024,
+            bloom_columns: vec![],
+            metadata: vec![],
+            encryption: Some(DataKey {
+                id: id.into(),
+                key: [7u8; 32],
+            }),
+        };
+        let bytes = crate::parquet_io::write_parquet(&mut df, &opts).unwrap();
+        assert!(is_encrypted(&bytes));
+        let file = crate::parquet_io::Opened::open(bytes.clone(), "enc.parquet").unwrap();
+        let arrays = file.columns(&["email"]).unwrap();
+        assert_eq!(arrays[0].len(), 3);
+        let taken = file.take(&[0, 2], &[("email", &arrays[0])]).unwrap();
+        let whole = crate::parquet_io::read_parquet(bytes.clone(), "enc.parquet").unwrap();
+        let expected = whole.take(&IdxCa::from_vec("".into(), vec![0, 2])).unwrap();
+        assert!(taken.equals_missing(&expected), "{taken} != {expected}");
+        forget(id);
+        let err = crate::parquet_io::Opened::open(bytes, "enc.parquet").err();
+        assert!(
+            matches!(err, Some(Error::Key { .. })),
+            "a missing key is a key error: {err:?}"
+        );
+    }
+}

@@ -164,39 +164,36 @@ pub fn write_parquet(df: &mut DataFrame, opts: &WriteOptions) -> Result<Bytes> {
     Ok(Bytes::from(out))
 }
 
-/// Reads an encrypted Parquet file with arrow-rs (keys from the process keyring) into a frame.
-pub fn read_encrypted(bytes: Bytes, path: &str) -> Result<DataFrame> {
-    let opts = parquet::arrow::arrow_reader::ArrowReaderOptions::new()
-        .with_file_decryption_properties(crate::keystore::decryption()?);
-    let key_err = |e: &dyn std::fmt::Display| {
-        Error::Key {
+/// The error for an encrypted file that cannot be opened: the key is missing or wrong.
+fn key_error(path: &str, e: &dyn std::fmt::Display) -> Error {
+    Error::Key {
         tenant: crate::storage::tenant_in_path(path).unwrap_or("?").to_string(),
         path: Some(path.to_string()),
         message: format!("cannot decrypt: {e}"),
         hint: "set the pipeline's master key; a crypto-shredded tenant's files cannot be read by anyone".into(),
     }
-    };
-    let reader =
-        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new_with_options(
-            bytes, opts,
-        )
-        .map_err(|e| key_err(&e))?
-        .build()
-        .map_err(|e| key_err(&e))?;
-    let schema = arrow::record_batch::RecordBatchReader::schema(&reader);
+}
+
+/// The error for a file arrow-rs cannot decode.
+fn unreadable(path: &str, e: &dyn std::fmt::Display) -> Error {
+    Error::bad_data(
+        path,
+        format!("unreadable Parquet: {e}"),
+        "the file is corrupt or truncated; restore it from its source",
+    )
+}
+
+/// arrow-rs record batches as a Polars frame, through in-memory Arrow IPC.
+fn batches_to_frame(
+    schema: &arrow::datatypes::SchemaRef,
+    batches: impl IntoIterator<Item = std::result::Result<arrow::record_batch::RecordBatch, Error>>,
+) -> Result<DataFrame> {
     let mut buf = Vec::new();
     {
-        let mut w = arrow::ipc::writer::FileWriter::try_new(&mut buf, &schema)
+        let mut w = arrow::ipc::writer::FileWriter::try_new(&mut buf, schema)
             .map_err(|e| Error::internal(format!("IPC: {e}")))?;
-        for b in reader {
-            let b = b.map_err(|e| {
-                Error::bad_data(
-                    path,
-                    format!("unreadable encrypted Parquet: {e}"),
-                    "the file is corrupt; restore it",
-                )
-            })?;
-            w.write(&b)
+        for b in batches {
+            w.write(&b?)
                 .map_err(|e| Error::internal(format!("IPC: {e}")))?;
         }
         w.finish()
@@ -205,6 +202,277 @@ pub fn read_encrypted(bytes: Bytes, path: &str) -> Result<DataFrame> {
     IpcReader::new(Cursor::new(buf))
         .finish()
         .map_err(|e| Error::internal(format!("IPC import: {e}")))
+}
+
+/// Reads an encrypted Parquet file with arrow-rs (keys from the process keyring) into a frame.
+pub fn read_encrypted(bytes: Bytes, path: &str) -> Result<DataFrame> {
+    let opts = parquet::arrow::arrow_reader::ArrowReaderOptions::new()
+        .with_file_decryption_properties(crate::keystore::decryption()?);
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new_with_options(
+            bytes, opts,
+        )
+        .map_err(|e| key_error(path, &e))?
+        .build()
+        .map_err(|e| key_error(path, &e))?;
+    let schema = arrow::record_batch::RecordBatchReader::schema(&reader);
+    batches_to_frame(
+        &schema,
+        reader.map(|b| {
+            b.map_err(|e| {
+                Error::bad_data(
+                    path,
+                    format!("unreadable encrypted Parquet: {e}"),
+                    "the file is corrupt; restore it",
+                )
+            })
+        }),
+    )
+}
+
+/// A Parquet file opened for late materialization: a few columns of every row first, then
+/// every column of only the rows those picked. A scan for a few people's rows then decodes the
+/// rest of a file (message bodies, timestamps) for their rows alone, and a value repeated down
+/// a column is looked at once (string columns are read as dictionaries, as they are stored).
+/// Encrypted files are decrypted with keys from the process keyring.
+pub struct Opened {
+    bytes: Bytes,
+    meta: parquet::arrow::arrow_reader::ArrowReaderMetadata,
+    path: String,
+    encrypted: bool,
+}
+
+impl Opened {
+    /// Reads the footer.
+    pub fn open(bytes: Bytes, path: &str) -> Result<Self> {
+        let encrypted = crate::keystore::is_encrypted(&bytes);
+        let opts = Self::options(encrypted)?;
+        let meta =
+            parquet::arrow::arrow_reader::ArrowReaderMetadata::load(&bytes, opts).map_err(|e| {
+                if encrypted {
+                    key_error(path, &e)
+                } else {
+                    unreadable(path, &e)
+                }
+            })?;
+        Ok(Opened {
+            bytes,
+            meta,
+            path: path.to_string(),
+            encrypted,
+        })
+    }
+
+    fn options(encrypted: bool) -> Result<parquet::arrow::arrow_reader::ArrowReaderOptions> {
+        let opts = parquet::arrow::arrow_reader::ArrowReaderOptions::new();
+        Ok(if encrypted {
+            opts.with_file_decryption_properties(crate::keystore::decryption()?)
+        } else {
+            opts
+        })
+    }
+
+    /// Rows in the file.
+    pub fn rows(&self) -> usize {
+        self.meta.metadata().file_metadata().num_rows().max(0) as usize
+    }
+
+    /// The top-level columns `names` of every row, each as one array; string values (also
+    /// inside lists) come as dictionary arrays. A name the file lacks is an error naming it.
+    pub fn columns(&self, names: &[&str]) -> Result<Vec<arrow::array::ArrayRef>> {
+        use arrow::datatypes::{Field, Schema};
+        let schema = self.meta.schema();
+        let mut picked = Vec::with_capacity(names.len());
+        for n in names {
+            picked.push(schema.index_of(n).map_err(|_| {
+                Error::bad_data(
+                    &self.path,
+                    format!("the file has no column `{n}`"),
+                    "run `lethe verify`; the snapshot does not match the pipeline's schema",
+                )
+            })?);
+        }
+        let fields: Vec<arrow::datatypes::FieldRef> = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                if picked.contains(&i) {
+                    std::sync::Arc::new(
+                        Field::clone(f).with_data_type(dictionary_of(f.data_type())),
+                    )
+                } else {
+                    f.clone()
+                }
+            })
+            .collect();
+        let hinted =
+            std::sync::Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+        let rows = self.rows();
+        let read = || -> std::result::Result<Vec<arrow::array::ArrayRef>, String> {
+            let opts = Self::options(self.encrypted)
+                .map_err(|e| e.to_string())?
+                .with_schema(hinted);
+            let meta = parquet::arrow::arrow_reader::ArrowReaderMetadata::try_new(
+                self.meta.metadata().clone(),
+                opts,
+            )
+            .map_err(|e| e.to_string())?;
+            let mask = parquet::arrow::ProjectionMask::roots(
+                meta.metadata().file_metadata().schema_descr(),
+                picked.iter().copied(),
+            );
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::new_with_metadata(
+                    self.bytes.clone(),
+                    meta,
+                )
+                .with_projection(mask)
+                .with_batch_size(rows.max(1))
+                .build()
+                .map_err(|e| e.to_string())?;
+            let batches = reader
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            // The projection keeps the file's column order: put the arrays in `names`' order.
+            let mut order: Vec<usize> = picked.clone();
+            order.sort_unstable();
+            order.dedup();
+            picked
+                .iter()
+                .map(|i| {
+                    let at = order.binary_search(i).unwrap_or_default();
+                    concat_column(&batches, at, &dictionary_of(schema.field(*i).data_type()))
+                        .map_err(|e| e.to_string())
+                })
+                .collect()
+        };
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)) {
+            Ok(Ok(arrays)) => Ok(arrays),
+            Ok(Err(e)) => Err(self.error(&e)),
+            Err(_) => Err(self.error(&"the reader failed")),
+        }
+    }
+
+    /// Every column of the rows `rows` (ascending, no repeats), in that order, as a frame
+    /// with the types a full read gives. `known` are columns already read by
+    /// [`Opened::columns`] (name and array): their values are taken from those arrays rather
+    /// than decoded again.
+    pub fn take(
+        &self,
+        rows: &[IdxSize],
+        known: &[(&str, &arrow::array::ArrayRef)],
+    ) -> Result<DataFrame> {
+        let total = self.rows();
+        if rows.windows(2).any(|w| w[0] >= w[1])
+            || rows.last().is_some_and(|r| *r as usize >= total)
+        {
+            return Err(Error::internal("rows to take must ascend within the file"));
+        }
+        let schema = self.meta.schema().clone();
+        let known: Vec<(usize, &arrow::array::ArrayRef)> = known
+            .iter()
+            .filter_map(|(n, a)| Some((schema.index_of(n).ok()?, *a)))
+            .collect();
+        let rest: Vec<usize> = (0..schema.fields().len())
+            .filter(|i| !known.iter().any(|(k, _)| k == i))
+            .collect();
+        let read = || -> std::result::Result<DataFrame, Error> {
+            let err = |e: &dyn std::fmt::Display| self.error(e);
+            let mut columns: Vec<Option<arrow::array::ArrayRef>> =
+                vec![None; schema.fields().len()];
+            if !rest.is_empty() {
+                let selection = parquet::arrow::arrow_reader::RowSelection::from_consecutive_ranges(
+                    rows.iter().map(|r| *r as usize..*r as usize + 1),
+                    total,
+                );
+                let mask = parquet::arrow::ProjectionMask::roots(
+                    self.meta.metadata().file_metadata().schema_descr(),
+                    rest.iter().copied(),
+                );
+                let reader =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::new_with_metadata(
+                        self.bytes.clone(),
+                        self.meta.clone(),
+                    )
+                    .with_projection(mask)
+                    .with_row_selection(selection)
+                    .with_batch_size(rows.len().max(1))
+                    .build()
+                    .map_err(|e| err(&e))?;
+                let batches = reader
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| err(&e))?;
+                for (j, i) in rest.iter().enumerate() {
+                    columns[*i] = Some(
+                        concat_column(&batches, j, schema.field(*i).data_type())
+                            .map_err(|e| err(&e))?,
+                    );
+                }
+            }
+            let indices =
+                arrow::array::UInt64Array::from_iter_values(rows.iter().map(|r| *r as u64));
+            for (i, array) in &known {
+                let taken =
+                    arrow::compute::take(array.as_ref(), &indices, None).map_err(|e| err(&e))?;
+                columns[*i] = Some(
+                    arrow::compute::cast(&taken, schema.field(*i).data_type())
+                        .map_err(|e| err(&e))?,
+                );
+            }
+            let columns: Vec<arrow::array::ArrayRef> = columns.into_iter().flatten().collect();
+            let batch = arrow::record_batch::RecordBatch::try_new_with_options(
+                schema.clone(),
+                columns,
+                &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows.len())),
+            )
+            .map_err(|e| err(&e))?;
+            batches_to_frame(&schema, [Ok(batch)])
+        };
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)) {
+            Ok(r) => r,
+            Err(_) => Err(self.error(&"the reader failed")),
+        }
+    }
+
+    fn error(&self, e: &dyn std::fmt::Display) -> Error {
+        if self.encrypted {
+            key_error(&self.path, e)
+        } else {
+            unreadable(&self.path, e)
+        }
+    }
+}
+
+/// Column `at` of `batches` as one array (of type `t` when there are no batches).
+fn concat_column(
+    batches: &[arrow::record_batch::RecordBatch],
+    at: usize,
+    t: &arrow::datatypes::DataType,
+) -> std::result::Result<arrow::array::ArrayRef, arrow::error::ArrowError> {
+    let parts: Vec<&dyn arrow::array::Array> =
+        batches.iter().map(|b| b.column(at).as_ref()).collect();
+    match parts.as_slice() {
+        [] => Ok(arrow::array::new_empty_array(t)),
+        [one] => Ok(arrow::array::make_array(one.to_data())),
+        _ => arrow::compute::concat(&parts),
+    }
+}
+
+/// `t` with its string values (also inside lists) as dictionaries.
+fn dictionary_of(t: &arrow::datatypes::DataType) -> arrow::datatypes::DataType {
+    use arrow::datatypes::DataType as T;
+    let inner = |f: &arrow::datatypes::FieldRef| {
+        std::sync::Arc::new(
+            arrow::datatypes::Field::clone(f).with_data_type(dictionary_of(f.data_type())),
+        )
+    };
+    match t {
+        T::Utf8 | T::LargeUtf8 => T::Dictionary(Box::new(T::Int32), Box::new(t.clone())),
+        T::List(f) => T::List(inner(f)),
+        T::LargeList(f) => T::LargeList(inner(f)),
+        other => other.clone(),
+    }
 }
 
 /// Reads a Parquet file lethe wrote (or any Parquet file) into a frame; encrypted files are

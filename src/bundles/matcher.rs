@@ -162,9 +162,8 @@ impl Matcher {
         df: &DataFrame,
         ds: &Dataset,
     ) -> PolarsResult<BTreeMap<ReqIdx, RequestRows>> {
-        let mut out: BTreeMap<ReqIdx, RequestRows> = BTreeMap::new();
         if df.height() == 0 || self.wanted.is_empty() {
-            return Ok(out);
+            return Ok(BTreeMap::new());
         }
         // (row, request set, owned) of every identifier value that belongs to someone: a few
         // per person, however large the frame.
@@ -178,17 +177,159 @@ impl Matcher {
             }
             let owned = c.on_erase != Some(OnErase::Redact);
             let s = df.column(&c.name)?.as_materialized_series();
-            // Sized for a tenant's few thousand distinct values, so it rarely rehashes.
-            let mut cache = self
-                .cache
-                .remove(kind)
-                .unwrap_or_else(|| PlHashMap::with_capacity(4096));
+            let mut cache = self.take_cache(kind);
             let result = self.column_hits(&mut cache, kind, s, owned, &mut hits);
             self.cache.insert(kind.to_string(), cache);
             result?;
         }
+        Ok(self.group(hits))
+    }
+
+    /// The identifier columns of `ds` this matcher looks at: those of a kind some request has.
+    pub fn columns_of<'d>(&self, ds: &'d Dataset) -> Vec<&'d crate::spec::Column> {
+        ds.identifier_columns()
+            .filter(|c| {
+                c.identifier
+                    .as_deref()
+                    .is_some_and(|k| self.wanted.contains_key(k))
+            })
+            .collect()
+    }
+
+    /// As [`Matcher::split`], for the arrow-rs arrays of the columns [`Matcher::columns_of`]
+    /// gives (in that order), as [`crate::parquet_io::Opened::columns`] reads them: a value
+    /// of a dictionary is looked at once, however many rows hold it.
+    pub fn split_arrays(
+        &mut self,
+        columns: &[&crate::spec::Column],
+        arrays: &[arrow::array::ArrayRef],
+    ) -> Result<BTreeMap<ReqIdx, RequestRows>, arrow::error::ArrowError> {
+        let mut hits: Vec<(IdxSize, u32, bool)> = Vec::new();
+        for (c, array) in columns.iter().zip(arrays) {
+            let Some(kind) = c.identifier.as_deref() else {
+                continue;
+            };
+            let owned = c.on_erase != Some(OnErase::Redact);
+            let mut cache = self.take_cache(kind);
+            let result = self.array_ids(&mut cache, kind, array.as_ref());
+            self.cache.insert(kind.to_string(), cache);
+            let (ids, rows) = result?;
+            for (i, id) in ids.into_iter().enumerate() {
+                if id != 0 {
+                    let row = match &rows {
+                        Some(rows) => rows[i],
+                        None => i as IdxSize,
+                    };
+                    hits.push((row, id, owned));
+                }
+            }
+        }
+        Ok(self.group(hits))
+    }
+
+    /// A kind's cache of raw values, taken out of `self` while a column is looked up. Sized for
+    /// a tenant's few thousand distinct values, so it rarely rehashes.
+    fn take_cache(&mut self, kind: &str) -> PlHashMap<String, u32> {
+        self.cache
+            .remove(kind)
+            .unwrap_or_else(|| PlHashMap::with_capacity(4096))
+    }
+
+    /// The set id of every value of `array`, and, for a list array, the row each value is in
+    /// (`None`: value `i` is row `i`). Nulls are nobody's (0).
+    #[allow(clippy::type_complexity)]
+    fn array_ids(
+        &mut self,
+        cache: &mut PlHashMap<String, u32>,
+        kind: &str,
+        array: &dyn arrow::array::Array,
+    ) -> Result<(Vec<u32>, Option<Vec<IdxSize>>), arrow::error::ArrowError> {
+        use arrow::array::{Array, AsArray};
+        use arrow::datatypes::ArrowNativeType;
+        use arrow::datatypes::DataType as T;
+        let ids = match array.data_type() {
+            T::List(_) | T::LargeList(_) => {
+                let (values, offsets): (&arrow::array::ArrayRef, Vec<usize>) =
+                    match array.data_type() {
+                        T::List(_) => {
+                            let l = array.as_list::<i32>();
+                            (
+                                l.values(),
+                                l.value_offsets().iter().map(|o| o.as_usize()).collect(),
+                            )
+                        }
+                        _ => {
+                            let l = array.as_list::<i64>();
+                            (
+                                l.values(),
+                                l.value_offsets().iter().map(|o| o.as_usize()).collect(),
+                            )
+                        }
+                    };
+                // Only the values the list array covers (it may be a slice of its child).
+                let (start, end) = (offsets[0], offsets[offsets.len() - 1]);
+                let values = values.slice(start, end - start);
+                let (mut ids, _) = self.array_ids(cache, kind, values.as_ref())?;
+                let nulls = array.logical_nulls();
+                let mut rows = vec![0 as IdxSize; ids.len()];
+                for (row, w) in offsets.windows(2).enumerate() {
+                    let null = nulls.as_ref().is_some_and(|n| n.is_null(row));
+                    for j in w[0] - start..w[1] - start {
+                        rows[j] = row as IdxSize;
+                        if null {
+                            ids[j] = 0;
+                        }
+                    }
+                }
+                return Ok((ids, Some(rows)));
+            }
+            T::Dictionary(_, _) => {
+                let d = array.as_any_dictionary();
+                let (value_ids, _) = self.array_ids(cache, kind, d.values().as_ref())?;
+                let keys = d.normalized_keys();
+                (0..array.len())
+                    .map(|i| {
+                        if array.is_valid(i) {
+                            value_ids.get(keys[i]).copied().unwrap_or(0)
+                        } else {
+                            0
+                        }
+                    })
+                    .collect()
+            }
+            T::Utf8 => self.string_ids(cache, kind, array.as_string::<i32>().iter()),
+            T::LargeUtf8 => self.string_ids(cache, kind, array.as_string::<i64>().iter()),
+            T::Utf8View => self.string_ids(cache, kind, array.as_string_view().iter()),
+            _ => {
+                let strings = arrow::compute::cast(array, &T::Utf8)?;
+                self.string_ids(cache, kind, strings.as_string::<i32>().iter())
+            }
+        };
+        Ok((ids, None))
+    }
+
+    /// The set id of each string.
+    fn string_ids<'v>(
+        &mut self,
+        cache: &mut PlHashMap<String, u32>,
+        kind: &str,
+        values: impl Iterator<Item = Option<&'v str>>,
+    ) -> Vec<u32> {
+        let pre = self.prefilter(kind);
+        values
+            .map(|v| match v {
+                Some(v) if pre.may_match(v) => self.lookup_in(cache, kind, v),
+                _ => 0,
+            })
+            .collect()
+    }
+
+    /// Hits grouped per request: a row joins every request one of its values belongs to, as
+    /// owned when any of those values is in an owning column.
+    fn group(&self, mut hits: Vec<(IdxSize, u32, bool)>) -> BTreeMap<ReqIdx, RequestRows> {
+        let mut out: BTreeMap<ReqIdx, RequestRows> = BTreeMap::new();
         if hits.is_empty() {
-            return Ok(out);
+            return out;
         }
         // Stable: a row's hits stay in column order.
         hits.sort_by_key(|h| h.0);
@@ -209,7 +350,7 @@ impl Matcher {
                 e.owned.push(*owned);
             }
         }
-        Ok(out)
+        out
     }
 
     /// Looks up every value of one identifier column (scalar or list) and appends the hits.
@@ -541,6 +682,105 @@ mod tests {
         assert_eq!(
             String::from_utf8(rowwise).unwrap(),
             String::from_utf8(framewise).unwrap()
+        );
+    }
+
+    /// The late-materializing read (identifier columns as dictionaries, then the rows they
+    /// pick) splits a written file exactly as matching its frame does, and reads those rows
+    /// as a full read gives them: over one row group or several (dictionaries that differ
+    /// per row group), with null lists and null values.
+    #[test]
+    fn dictionary_columns_split_as_the_frame_does() {
+        let p = pipeline();
+        let ds = emails_ds(&p);
+        let resolved = vec![
+            ids(&["ann@x.example"]),
+            ids(&["eve@x.example"]),
+            ids(&["carl@x.example", "dora@x.example"]),
+            ids(&["zed@x.example"]),
+        ];
+        let mut df = emails();
+        let nulls: StringChunked = [Some("m5")].into_iter().collect();
+        let mut extra = df.slice(0, 1);
+        extra
+            .with_column(nulls.with_name("message_id".into()).into_column())
+            .unwrap();
+        extra
+            .with_column(
+                StringChunked::full_null("from_addr".into(), 1)
+                    .into_series()
+                    .into_column(),
+            )
+            .unwrap();
+        df.vstack_mut(&extra).unwrap();
+        for row_group_rows in [1024, 2, 1] {
+            let opts = crate::parquet_io::WriteOptions {
+                encryption: None,
+                zstd_level: 1,
+                row_group_rows,
+                bloom_columns: vec![],
+                metadata: vec![],
+            };
+            let bytes = crate::parquet_io::write_parquet(&mut df.clone(), &opts).unwrap();
+            let file = crate::parquet_io::Opened::open(bytes.clone(), "mem").unwrap();
+            assert_eq!(file.rows(), df.height());
+            let mut framewise = Matcher::new(&p.identifiers, &resolved);
+            let want = framewise.split(&df, &ds).unwrap();
+            let mut m = Matcher::new(&p.identifiers, &resolved);
+            let columns = m.columns_of(&ds);
+            let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+            let arrays = file.columns(&names).unwrap();
+            assert!(
+                arrays
+                    .iter()
+                    .all(|a| format!("{:?}", a.data_type()).contains("Dictionary")),
+                "strings are read as dictionaries"
+            );
+            let got = m.split_arrays(&columns, &arrays).unwrap();
+            assert_eq!(got, want, "row groups of {row_group_rows}");
+            assert_eq!(got.len(), 3);
+            let mut taken: Vec<IdxSize> = got.values().flat_map(|r| r.rows.clone()).collect();
+            taken.sort_unstable();
+            taken.dedup();
+            let known: Vec<(&str, &arrow::array::ArrayRef)> =
+                names.iter().copied().zip(&arrays).collect();
+            let sub = file.take(&taken, &known).unwrap();
+            let decoded = file.take(&taken, &[]).unwrap();
+            assert!(sub.equals_missing(&decoded));
+            let full = crate::parquet_io::read_parquet(bytes, "mem").unwrap();
+            let expected = full
+                .take(&IdxCa::from_vec("".into(), taken.clone()))
+                .unwrap();
+            assert!(sub.equals_missing(&expected), "{sub} != {expected}");
+            assert_eq!(file.take(&[], &known).unwrap().height(), 0);
+            assert!(file.take(&[1, 0], &[]).is_err());
+        }
+        let file = crate::parquet_io::Opened::open(
+            crate::parquet_io::write_parquet(
+                &mut df.clone(),
+                &crate::parquet_io::WriteOptions {
+                    encryption: None,
+                    zstd_level: 1,
+                    row_group_rows: 8,
+                    bloom_columns: vec![],
+                    metadata: vec![],
+                },
+            )
+            .unwrap(),
+            "mem",
+        )
+        .unwrap();
+        let err = file.columns(&["no_such_column"]).unwrap_err().to_string();
+        assert!(
+            err.contains("no_such_column") && err.contains("mem"),
+            "{err}"
+        );
+        assert!(
+            crate::parquet_io::Opened::open(
+                bytes::Bytes::from_static(b"PAR1junkPAR1"),
+                "bad.parquet"
+            )
+            .is_err()
         );
     }
 

@@ -51,6 +51,7 @@ use crate::exec::Context;
 use crate::hash::sha256_hex;
 use crate::identity::{self, Ident, IdentSet, IdentityIndex};
 use crate::ledger::RequestKind;
+use crate::parquet_io::Opened;
 use crate::report::{Event, Reporter};
 use crate::runtime::cpu;
 use crate::spec::{Dataset, Pipeline};
@@ -922,22 +923,43 @@ async fn fetch(outputs: &Location, f: &FileEntry) -> Result<(String, DataFrame)>
     let url = outputs.url_for(&f.path);
     let (size, sha) = (f.size, f.sha256.clone());
     cpu(move || {
-        if bytes.len() as u64 != size || sha256_hex(&bytes) != sha {
-            return Err(Error::bad_data(
-                url,
-                "the snapshot file does not match its manifest (size or SHA-256)",
-                "run `lethe verify`; restore the file from versioning or rerun `lethe run` to commit a fresh snapshot",
-            ));
-        }
+        check_file(&bytes, size, &sha, &url)?;
         let df = crate::parquet_io::read_parquet(bytes, &url)?;
         Ok((url, df))
     })
     .await
 }
 
-/// `--scan-only`: what the export's scan costs before any matching. Every snapshot file of every
-/// selected tenant's latest manifest is read, checked and decoded exactly as [`scan`] does, with
-/// the same tenant concurrency and read-ahead.
+/// As [`fetch`], opening the file for a late-materializing read ([`Opened`]) instead of
+/// decoding it whole: a scan for a few people decodes the rest of a row only for their rows.
+async fn fetch_opened(outputs: &Location, f: &FileEntry) -> Result<(String, Opened)> {
+    let bytes = outputs.get(&f.path).await?;
+    let url = outputs.url_for(&f.path);
+    let (size, sha) = (f.size, f.sha256.clone());
+    cpu(move || {
+        check_file(&bytes, size, &sha, &url)?;
+        let file = Opened::open(bytes, &url)?;
+        Ok((url, file))
+    })
+    .await
+}
+
+/// A snapshot file's bytes against its manifest entry.
+fn check_file(bytes: &[u8], size: u64, sha: &str, url: &str) -> Result<()> {
+    if bytes.len() as u64 != size || sha256_hex(bytes) != sha {
+        return Err(Error::bad_data(
+            url,
+            "the snapshot file does not match its manifest (size or SHA-256)",
+            "run `lethe verify`; restore the file from versioning or rerun `lethe run` to commit a fresh snapshot",
+        ));
+    }
+    Ok(())
+}
+
+/// `--scan-only`: one full scan, the yardstick of the export's cost. Every snapshot file of every
+/// selected tenant's latest manifest is read and checked as [`scan`] does, with the same tenant
+/// concurrency and read-ahead, and decoded whole (the export decodes less: identifier columns,
+/// then the rest of only the rows someone asked for).
 async fn scan_baseline(
     ctx: &Context,
     opts: &ExportOptions,
@@ -1008,20 +1030,55 @@ impl ScanState {
         if split.is_empty() {
             return Ok(());
         }
-        // Only the rows someone asked for are read as cells (most files have a handful), and
-        // rows are rendered one by one for each request they belong to, rather than a copy of
-        // the frame per request.
-        let mut taken: Vec<IdxSize> = split
-            .values()
-            .flat_map(|r| r.rows.iter().copied())
-            .collect();
-        taken.sort_unstable();
-        taken.dedup();
+        let taken = taken_rows(&split);
         let sub = df
             .take(&IdxCa::from_vec(PlSmallStr::EMPTY, taken.clone()))
             .map_err(perr)?;
+        self.render(split, &taken, &sub, ds, path)
+    }
+
+    /// As [`ScanState::process`] for a file opened for late materialization: its identifier
+    /// columns are read and matched first, and every other column only for the rows someone
+    /// asked for (most files have a handful).
+    fn process_file(&mut self, file: &Opened, ds: &Dataset, path: &str) -> Result<()> {
+        self.rows_scanned += file.rows() as u64;
+        let columns = self.matcher.columns_of(ds);
+        if columns.is_empty() || file.rows() == 0 {
+            return Ok(());
+        }
+        let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+        let arrays = file.columns(&names)?;
+        let split = self.matcher.split_arrays(&columns, &arrays).map_err(|e| {
+            Error::bad_data(
+                path,
+                format!("identifier columns cannot be read as text: {e}"),
+                "run `lethe verify`; the snapshot does not match the pipeline's schema",
+            )
+        })?;
+        if split.is_empty() {
+            return Ok(());
+        }
+        let taken = taken_rows(&split);
+        let known: Vec<(&str, &arrow::array::ArrayRef)> =
+            names.iter().copied().zip(&arrays).collect();
+        let sub = file.take(&taken, &known)?;
+        self.render(split, &taken, &sub, ds, path)
+    }
+
+    /// Appends each request's rows (`taken` rows of a file, read as `sub`) to its files.
+    fn render(
+        &mut self,
+        split: BTreeMap<ReqIdx, RequestRows>,
+        taken: &[IdxSize],
+        sub: &DataFrame,
+        ds: &Dataset,
+        path: &str,
+    ) -> Result<()> {
+        let perr = |e| Error::polars(path, e);
+        // Rows are rendered one by one for each request they belong to, rather than a copy of
+        // the frame per request.
         let at = |row: IdxSize| taken.binary_search(&row).unwrap_or_default();
-        let cells = render::FrameCells::new(&sub, ds).map_err(perr)?;
+        let cells = render::FrameCells::new(sub, ds).map_err(perr)?;
         let redact: Vec<(usize, String)> = ds
             .identifier_columns()
             .filter(|c| c.on_erase == Some(crate::spec::OnErase::Redact))
@@ -1051,7 +1108,11 @@ impl ScanState {
                 }
             }
             if self.formats.parquet {
-                let mut view = mask_shared(df, &rows, ds, &self.matcher, req).map_err(perr)?;
+                let in_sub = RequestRows {
+                    rows: rows.rows.iter().map(|r| at(*r) as IdxSize).collect(),
+                    owned: rows.owned.clone(),
+                };
+                let mut view = mask_shared(sub, &in_sub, ds, &self.matcher, req).map_err(perr)?;
                 self.spool.chunk(req, &ds.name, &mut view)?;
             }
             let e = self.stats[req as usize].entry(ds.name.clone()).or_default();
@@ -1060,6 +1121,17 @@ impl ScanState {
         }
         Ok(())
     }
+}
+
+/// Every row some request has, ascending.
+fn taken_rows(split: &BTreeMap<ReqIdx, RequestRows>) -> Vec<IdxSize> {
+    let mut taken: Vec<IdxSize> = split
+        .values()
+        .flat_map(|r| r.rows.iter().copied())
+        .collect();
+    taken.sort_unstable();
+    taken.dedup();
+    taken
 }
 
 /// One scan of every dataset of the tenant's snapshot for all `todo` requests at once.
@@ -1196,17 +1268,17 @@ async fn scan(
         .collect();
     files_scanned += files.len();
     let mut stream = futures::stream::iter(files.iter().map(|(ds, f)| async move {
-        fetch(ctx.out(tenant), f)
+        fetch_opened(ctx.out(tenant), f)
             .await
-            .map(|(url, df)| (Arc::clone(ds), url, df))
+            .map(|(url, file)| (Arc::clone(ds), url, file))
     }))
     .buffered(FETCH_AHEAD);
     // The stream is polled while a file is matched, so the next ones download and decode
     // meanwhile rather than only between files.
     let mut current = stream.try_next().await?;
-    while let Some((ds, url, df)) = current {
+    while let Some((ds, url, file)) = current {
         let matched = cpu(move || -> Result<ScanState> {
-            state.process(&df, &ds, &url)?;
+            state.process_file(&file, &ds, &url)?;
             Ok(state)
         });
         let (matched, next) = futures::future::join(matched, stream.try_next()).await;

@@ -435,12 +435,10 @@ impl Opened {
         }
     }
 
+    /// A decoding error after [`Opened::open`]: the key (if any) opened the footer, so the
+    /// data itself is bad.
     fn error(&self, e: &dyn std::fmt::Display) -> Error {
-        if self.encrypted {
-            key_error(&self.path, e)
-        } else {
-            unreadable(&self.path, e)
-        }
+        unreadable(&self.path, e)
     }
 }
 
@@ -549,6 +547,40 @@ mod tests {
         let rg = meta.metadata().row_group(0);
         assert!(rg.column(0).bloom_filter_offset().is_some());
         assert!(read_parquet(Bytes::from_static(b"PAR1garbagePAR1"), "bad").is_err());
+    }
+
+    /// A file whose footer reads but whose data does not is a data error naming the file, from
+    /// either step of a late-materializing read, never a panic.
+    #[test]
+    fn corrupt_pages_are_data_errors_naming_the_file() {
+        let mut df = df!(
+            "id" => (0..2000).map(|i| format!("id-{i}")).collect::<Vec<_>>(),
+            "body" => (0..2000).map(|i| format!("text {i} ").repeat(20)).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let opts = WriteOptions {
+            encryption: None,
+            zstd_level: 3,
+            row_group_rows: 4096,
+            bloom_columns: vec![],
+            metadata: vec![],
+        };
+        let bytes = write_parquet(&mut df, &opts).unwrap();
+        let mut bad = bytes.to_vec();
+        // Past the magic, before the footer: inside the first column's pages.
+        for b in &mut bad[64..4096] {
+            *b ^= 0x5a;
+        }
+        let file = Opened::open(Bytes::from(bad), "tenants/acme/part-0.parquet").unwrap();
+        let err = match file.columns(&["id"]) {
+            Err(e) => e,
+            Ok(_) => file.take(&[0, 1], &[]).unwrap_err(),
+        };
+        assert_eq!(err.exit_code(), Error::bad_data("x", "y", "z").exit_code());
+        assert!(
+            err.to_string().contains("tenants/acme/part-0.parquet"),
+            "{err}"
+        );
     }
 
     /// The C Data Interface hand-over gives what an Arrow IPC round trip gives: same schema,

@@ -713,7 +713,7 @@ mod tests {
             )
             .unwrap();
         df.vstack_mut(&extra).unwrap();
-        for row_group_rows in [1024, 2, 1] {
+        let write = |row_group_rows| {
             let opts = crate::parquet_io::WriteOptions {
                 encryption: None,
                 zstd_level: 1,
@@ -721,7 +721,10 @@ mod tests {
                 bloom_columns: vec![],
                 metadata: vec![],
             };
-            let bytes = crate::parquet_io::write_parquet(&mut df.clone(), &opts).unwrap();
+            crate::parquet_io::write_parquet(&mut df.clone(), &opts).unwrap()
+        };
+        for row_group_rows in [1024, 2, 1] {
+            let bytes = write(row_group_rows);
             let file = crate::parquet_io::Opened::open(bytes.clone(), "mem").unwrap();
             assert_eq!(file.rows(), df.height());
             let mut framewise = Matcher::new(&p.identifiers, &resolved);
@@ -755,21 +758,7 @@ mod tests {
             assert_eq!(file.take(&[], &known).unwrap().height(), 0);
             assert!(file.take(&[1, 0], &[]).is_err());
         }
-        let file = crate::parquet_io::Opened::open(
-            crate::parquet_io::write_parquet(
-                &mut df.clone(),
-                &crate::parquet_io::WriteOptions {
-                    encryption: None,
-                    zstd_level: 1,
-                    row_group_rows: 8,
-                    bloom_columns: vec![],
-                    metadata: vec![],
-                },
-            )
-            .unwrap(),
-            "mem",
-        )
-        .unwrap();
+        let file = crate::parquet_io::Opened::open(write(8), "mem").unwrap();
         let err = file.columns(&["no_such_column"]).unwrap_err().to_string();
         assert!(
             err.contains("no_such_column") && err.contains("mem"),

@@ -919,27 +919,28 @@ async fn record_evidence(
 /// not hand out a tampered or truncated file). The check and the decoding run on rayon, so the
 /// files fetched ahead are decoded while the current one is matched.
 async fn fetch(outputs: &Location, f: &FileEntry) -> Result<(String, DataFrame)> {
-    let bytes = outputs.get(&f.path).await?;
-    let url = outputs.url_for(&f.path);
-    let (size, sha) = (f.size, f.sha256.clone());
-    cpu(move || {
-        check_file(&bytes, size, &sha, &url)?;
-        let df = crate::parquet_io::read_parquet(bytes, &url)?;
-        Ok((url, df))
-    })
-    .await
+    fetch_with(outputs, f, crate::parquet_io::read_parquet).await
 }
 
 /// As [`fetch`], opening the file for a late-materializing read ([`Opened`]) instead of
 /// decoding it whole: a scan for a few people decodes the rest of a row only for their rows.
 async fn fetch_opened(outputs: &Location, f: &FileEntry) -> Result<(String, Opened)> {
+    fetch_with(outputs, f, Opened::open).await
+}
+
+/// Reads one snapshot file, checks it against the manifest and hands it to `read`, on rayon.
+async fn fetch_with<T: Send + 'static>(
+    outputs: &Location,
+    f: &FileEntry,
+    read: fn(Bytes, &str) -> Result<T>,
+) -> Result<(String, T)> {
     let bytes = outputs.get(&f.path).await?;
     let url = outputs.url_for(&f.path);
     let (size, sha) = (f.size, f.sha256.clone());
     cpu(move || {
         check_file(&bytes, size, &sha, &url)?;
-        let file = Opened::open(bytes, &url)?;
-        Ok((url, file))
+        let read = read(bytes, &url)?;
+        Ok((url, read))
     })
     .await
 }

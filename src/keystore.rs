@@ -360,7 +360,7 @@ mod tests {
     use polars::prelude::*;
 
     /// An encrypted file reads the same through the late-materializing reader as whole, with
-    /// the key in the keyring; without it, both fail with a key error, not a data error.
+    /// the key in the keyring; without it, opening fails with a key error, not a data error.
     #[test]
     fn encrypted_files_open_for_late_materialization() {
         let id = "test-late-materialization";

@@ -35,6 +35,9 @@
 #                   RAYON_NUM_THREADS are set to it
 #   BENCH_FORMAT    export --format (default json,csv)
 #   BENCH_REPEAT    measured rounds (default 3); the summary reports the median
+#   BENCH_CURVE     request counts (e.g. "100 300") also exported in every round, each with a ledger
+#                   cut to the first N of the bench's requests (still spread over every tenant),
+#                   against the same snapshot: how the ratio grows with the number of requests
 #   BENCH_OUTPUTS   where the copies of the outputs location go (default: BENCH_DIR). On a tmpfs
 #                   (e.g. /dev/shm/lethe-bench), writes cost no fsync and no disk: what the export
 #                   costs lethe itself, apart from the disk under it
@@ -51,6 +54,7 @@ days=${BENCH_DAYS:-8}
 requests=${BENCH_REQUESTS:-1000}
 format=${BENCH_FORMAT:-json,csv}
 repeat=${BENCH_REPEAT:-3}
+curve=${BENCH_CURVE:-}
 ncpu=$(nproc)
 threads=${BENCH_THREADS:-$ncpu}
 work=${BENCH_DIR:-$repo/target/bench/bundles}
@@ -185,9 +189,9 @@ EOF
 cat "$results/requests.json" >&2
 
 echo '[]' >"$work/holds.yaml" # no legal holds
-# lethe_env OUTPUTS: the helpdesk pipeline's locations for this dataset.
+# lethe_env OUTPUTS [LEDGER]: the helpdesk pipeline's locations for this dataset.
 lethe_env() {
-  echo "LETHE_EXPORTS=$data/exports" "LETHE_LEDGER=$data/ledger" "LETHE_OUTPUTS=$1" \
+  echo "LETHE_EXPORTS=$data/exports" "LETHE_LEDGER=${2:-$data/ledger}" "LETHE_OUTPUTS=$1" \
     "LETHE_BACKUPS=$data/backups" "LETHE_HOLDS=$work/holds.yaml"
 }
 
@@ -236,10 +240,11 @@ run_scan() {
   measure "$1" env $(lethe_env "$out") "$lethe" export pipelines/helpdesk.yaml --scan-only \
     --report "$results/$1-report.json"
 }
+# run_export NAME BIN [LEDGER]
 run_export() {
   fresh "$1"
   # shellcheck disable=SC2046
-  measure "$1" env $(lethe_env "$out") "$2" export pipelines/helpdesk.yaml --format "$format" \
+  measure "$1" env $(lethe_env "$out" "${3:-}") "$2" export pipelines/helpdesk.yaml --format "$format" \
     --report "$results/$1-report.json"
   find "$out/tenants" -path "$out/tenants/*/bundles/*" -type f -printf '%s\n' |
     awk '{n++; s += $1} END {print n + 0, s + 0}' >"$results/$1.objects"
@@ -247,6 +252,17 @@ run_export() {
 
 steps="(a) one full scan, (b) lethe export"
 if [ -n "$compare" ]; then steps="$steps, (c) the export of COMPARE_BIN"; fi
+# The curve's ledgers: the sample's other requests, and the first N access requests of the bench's.
+for n in $curve; do
+  if [ "$n" -gt "$requests" ] || [ "$n" -lt 1 ]; then
+    echo "bench: BENCH_CURVE: $n is not between 1 and BENCH_REQUESTS ($requests)" >&2
+    exit 2
+  fi
+  rm -rf "$work/ledger-$n"
+  cp -a "$data/ledger" "$work/ledger-$n"
+  head -n "$((n + 1))" "$data/ledger/bench-access.csv" >"$work/ledger-$n/bench-access.csv"
+  steps="$steps, the export of the first $n"
+done
 say "warm-up: $steps"
 run_scan warm-scan
 run_export warm-export "$lethe"
@@ -256,6 +272,7 @@ for i in $(seq "$repeat"); do
   run_scan "scan-$i"
   run_export "export-$i" "$lethe"
   if [ -n "$compare" ]; then run_export "compare-$i" "$compare"; fi
+  for n in $curve; do run_export "curve$n-$i" "$lethe" "$work/ledger-$n"; done
   # Only the last round's outputs are kept (for inspection); see fresh() on deleting.
   if [ "$i" -lt "$repeat" ]; then
     aside "$outs"/out-*-"$i"
@@ -267,9 +284,9 @@ sync
 
 say "summary"
 fstype=$(df -T "$outs" | awk 'NR == 2 {print $2}')
-python3 - "$results" "$files" "$requests" "$repeat" "$threads" "${pin[*]:-no}" "$outs ($fstype)" <<'EOF' | tee "$work/summary.md"
+python3 - "$results" "$files" "$requests" "$repeat" "$threads" "${pin[*]:-no}" "$outs ($fstype)" "$curve" <<'EOF' | tee "$work/summary.md"
 import json, os, sys
-results, files, requests, repeat, threads, pinned, outs = sys.argv[1:]
+results, files, requests, repeat, threads, pinned, outs, curve = sys.argv[1:]
 
 def runs(step):
     """(wall s, peak MiB, report, objects, bytes) of every measured run of a step."""
@@ -309,5 +326,13 @@ if compare:
 print(f"\n**ratio export/scan (wall): {e[0] / s[0]:.2f}** (goal <= 1.5)")
 if compare:
     print(f"ratio COMPARE_BIN's export/scan (wall): {median(compare)[0] / s[0]:.2f}")
+if curve.split():
+    print("\n| requests (same snapshot) | export wall (s) | ratio to the scan | walls |")
+    print("|---:|---:|---:|---|")
+    for n in curve.split():
+        rs = runs(f"curve{n}")
+        walls = ", ".join(f"{r[0]:.2f}" for r in rs)
+        print(f"| {int(n):,} | {median(rs)[0]:.2f} | {median(rs)[0] / s[0]:.2f} | {walls} |")
+    print(f"| {int(requests):,} | {e[0]:.2f} | {e[0] / s[0]:.2f} | (b) |")
 EOF
 echo "bench: summary also in $work/summary.md; logs and reports in $results" >&2

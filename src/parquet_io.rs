@@ -206,35 +206,15 @@ fn batches_to_frame(
 
 /// Reads an encrypted Parquet file with arrow-rs (keys from the process keyring) into a frame.
 pub fn read_encrypted(bytes: Bytes, path: &str) -> Result<DataFrame> {
-    let opts = parquet::arrow::arrow_reader::ArrowReaderOptions::new()
-        .with_file_decryption_properties(crate::keystore::decryption()?);
-    let reader =
-        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new_with_options(
-            bytes, opts,
-        )
-        .map_err(|e| key_error(path, &e))?
-        .build()
-        .map_err(|e| key_error(path, &e))?;
-    let schema = arrow::record_batch::RecordBatchReader::schema(&reader);
-    batches_to_frame(
-        &schema,
-        reader.map(|b| {
-            b.map_err(|e| {
-                Error::bad_data(
-                    path,
-                    format!("unreadable encrypted Parquet: {e}"),
-                    "the file is corrupt; restore it",
-                )
-            })
-        }),
-    )
+    Opened::open(bytes, path)?.read_all()
 }
 
-/// A Parquet file opened for late materialization: a few columns of every row first, then
-/// every column of only the rows those picked. A scan for a few people's rows then decodes the
-/// rest of a file (message bodies, timestamps) for their rows alone, and a value repeated down
-/// a column is looked at once (string columns are read as dictionaries, as they are stored).
-/// Encrypted files are decrypted with keys from the process keyring.
+/// A Parquet file opened with arrow-rs, for a whole read or a late-materializing one: a few
+/// columns of every row first, then every column of only the rows those picked. A scan for a
+/// few people's rows then decodes the rest of a file (message bodies, timestamps) for their
+/// rows alone, and a value repeated down a column is looked at once (string columns are read
+/// as dictionaries, as they are stored). Encrypted files are decrypted with keys from the
+/// process keyring.
 pub struct Opened {
     bytes: Bytes,
     meta: parquet::arrow::arrow_reader::ArrowReaderMetadata,
@@ -243,7 +223,7 @@ pub struct Opened {
 }
 
 impl Opened {
-    /// Reads the footer.
+    /// Reads the footer (with the key, for an encrypted file: a missing or wrong key fails here).
     pub fn open(bytes: Bytes, path: &str) -> Result<Self> {
         let encrypted = crate::keystore::is_encrypted(&bytes);
         let opts = Self::options(encrypted)?;
@@ -277,6 +257,22 @@ impl Opened {
         self.meta.metadata().file_metadata().num_rows().max(0) as usize
     }
 
+    /// Every column of every row.
+    pub fn read_all(&self) -> Result<DataFrame> {
+        self.guarded(|| {
+            let reader = self
+                .reader(
+                    self.meta.clone(),
+                    parquet::arrow::ProjectionMask::all(),
+                    None,
+                    DEFAULT_BATCH_ROWS,
+                )
+                .map_err(|e| self.error(&e))?;
+            let schema = arrow::record_batch::RecordBatchReader::schema(&reader);
+            batches_to_frame(&schema, reader.map(|b| b.map_err(|e| self.error(&e))))
+        })
+    }
+
     /// The top-level columns `names` of every row, each as one array; string values (also
     /// inside lists) come as dictionary arrays. A name the file lacks is an error naming it.
     pub fn columns(&self, names: &[&str]) -> Result<Vec<arrow::array::ArrayRef>> {
@@ -308,32 +304,23 @@ impl Opened {
             .collect();
         let hinted =
             std::sync::Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
-        let rows = self.rows();
-        let read = || -> std::result::Result<Vec<arrow::array::ArrayRef>, String> {
-            let opts = Self::options(self.encrypted)
-                .map_err(|e| e.to_string())?
-                .with_schema(hinted);
+        self.guarded(|| {
+            let err = |e: &dyn std::fmt::Display| self.error(e);
+            let opts = Self::options(self.encrypted)?.with_schema(hinted);
             let meta = parquet::arrow::arrow_reader::ArrowReaderMetadata::try_new(
                 self.meta.metadata().clone(),
                 opts,
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| err(&e))?;
             let mask = parquet::arrow::ProjectionMask::roots(
                 meta.metadata().file_metadata().schema_descr(),
                 picked.iter().copied(),
             );
-            let reader =
-                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::new_with_metadata(
-                    self.bytes.clone(),
-                    meta,
-                )
-                .with_projection(mask)
-                .with_batch_size(rows.max(1))
-                .build()
-                .map_err(|e| e.to_string())?;
-            let batches = reader
+            let batches = self
+                .reader(meta, mask, None, self.rows())
+                .map_err(|e| err(&e))?
                 .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| err(&e))?;
             // The projection keeps the file's column order: put the arrays in `names`' order.
             let mut order: Vec<usize> = picked.clone();
             order.sort_unstable();
@@ -343,15 +330,10 @@ impl Opened {
                 .map(|i| {
                     let at = order.binary_search(i).unwrap_or_default();
                     concat_column(&batches, at, &dictionary_of(schema.field(*i).data_type()))
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| err(&e))
                 })
                 .collect()
-        };
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)) {
-            Ok(Ok(arrays)) => Ok(arrays),
-            Ok(Err(e)) => Err(self.error(&e)),
-            Err(_) => Err(self.error(&"the reader failed")),
-        }
+        })
     }
 
     /// Every column of the rows `rows` (ascending, no repeats), in that order, as a frame
@@ -377,7 +359,7 @@ impl Opened {
         let rest: Vec<usize> = (0..schema.fields().len())
             .filter(|i| !known.iter().any(|(k, _)| k == i))
             .collect();
-        let read = || -> std::result::Result<DataFrame, Error> {
+        self.guarded(|| {
             let err = |e: &dyn std::fmt::Display| self.error(e);
             let mut columns: Vec<Option<arrow::array::ArrayRef>> =
                 vec![None; schema.fields().len()];
@@ -390,17 +372,9 @@ impl Opened {
                     self.meta.metadata().file_metadata().schema_descr(),
                     rest.iter().copied(),
                 );
-                let reader =
-                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::new_with_metadata(
-                        self.bytes.clone(),
-                        self.meta.clone(),
-                    )
-                    .with_projection(mask)
-                    .with_row_selection(selection)
-                    .with_batch_size(rows.len().max(1))
-                    .build()
-                    .map_err(|e| err(&e))?;
-                let batches = reader
+                let batches = self
+                    .reader(self.meta.clone(), mask, Some(selection), rows.len())
+                    .map_err(|e| err(&e))?
                     .collect::<std::result::Result<Vec<_>, _>>()
                     .map_err(|e| err(&e))?;
                 for (j, i) in rest.iter().enumerate() {
@@ -428,19 +402,55 @@ impl Opened {
             )
             .map_err(|e| err(&e))?;
             batches_to_frame(&schema, [Ok(batch)])
-        };
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)) {
-            Ok(r) => r,
-            Err(_) => Err(self.error(&"the reader failed")),
+        })
+    }
+
+    /// A reader of this file's bytes: `mask`'s columns, `selection`'s rows, as `meta` types them.
+    fn reader(
+        &self,
+        meta: parquet::arrow::arrow_reader::ArrowReaderMetadata,
+        mask: parquet::arrow::ProjectionMask,
+        selection: Option<parquet::arrow::arrow_reader::RowSelection>,
+        batch_rows: usize,
+    ) -> parquet::errors::Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader> {
+        let mut builder =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::new_with_metadata(
+                self.bytes.clone(),
+                meta,
+            )
+            .with_projection(mask)
+            .with_batch_size(batch_rows.max(1));
+        if let Some(selection) = selection {
+            builder = builder.with_row_selection(selection);
         }
+        builder.build()
+    }
+
+    /// Runs a read, turning a panic of the decoder (a corrupt file may cause one) into the
+    /// file's data error.
+    fn guarded<T>(&self, read: impl FnOnce() -> Result<T>) -> Result<T> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(read))
+            .unwrap_or_else(|_| Err(self.error(&"the reader failed")))
     }
 
     /// A decoding error after [`Opened::open`]: the key (if any) opened the footer, so the
     /// data itself is bad.
     fn error(&self, e: &dyn std::fmt::Display) -> Error {
-        unreadable(&self.path, e)
+        let what = if self.encrypted {
+            "unreadable encrypted Parquet"
+        } else {
+            "unreadable Parquet"
+        };
+        Error::bad_data(
+            &self.path,
+            format!("{what}: {e}"),
+            "the file is corrupt or truncated; restore it from its source",
+        )
     }
 }
+
+/// Rows per batch of a whole read (arrow-rs's default).
+const DEFAULT_BATCH_ROWS: usize = 1024;
 
 /// Column `at` of `batches` as one array (of type `t` when there are no batches).
 fn concat_column(

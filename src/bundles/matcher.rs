@@ -362,29 +362,23 @@ impl Matcher {
         owned: bool,
         hits: &mut Vec<(IdxSize, u32, bool)>,
     ) -> PolarsResult<()> {
-        let pre = self.prefilter(kind);
         match s.dtype() {
             DataType::List(_) => {
                 let (values, offsets) = crate::identity::list_values(s)?;
-                let mut cells = values.iter();
+                let ids = self.string_ids(cache, kind, values.iter());
                 for (row, w) in offsets.windows(2).enumerate() {
-                    for v in cells.by_ref().take(w[1] - w[0]).flatten() {
-                        if pre.may_match(v) {
-                            let set = self.lookup_in(cache, kind, v);
-                            if set != 0 {
-                                hits.push((row as IdxSize, set, owned));
-                            }
+                    for set in ids.get(w[0]..w[1]).unwrap_or_default() {
+                        if *set != 0 {
+                            hits.push((row as IdxSize, *set, owned));
                         }
                     }
                 }
             }
             DataType::String => {
-                for (i, v) in s.str()?.iter().enumerate() {
-                    if let Some(v) = v.filter(|v| pre.may_match(v)) {
-                        let set = self.lookup_in(cache, kind, v);
-                        if set != 0 {
-                            hits.push((i as IdxSize, set, owned));
-                        }
+                let ids = self.string_ids(cache, kind, s.str()?.iter());
+                for (i, set) in ids.into_iter().enumerate() {
+                    if set != 0 {
+                        hits.push((i as IdxSize, set, owned));
                     }
                 }
             }

@@ -2,9 +2,10 @@
 //!
 //! Every file lethe writes goes through the arrow-rs writer, not Polars': it writes bloom
 //! filters on identifier columns (backup rewrites prune with them), page statistics, zstd, and
-//! supports Parquet modular encryption (planned per pipeline). Frames cross from Polars to arrow-rs
-//! through the Arrow C Data Interface, the standard's zero-copy hand-over between two Arrow
-//! implementations (the only `unsafe` in lethe, checked against an Arrow IPC round trip in tests).
+//! supports Parquet modular encryption (planned per pipeline). Frames cross between Polars and
+//! arrow-rs, both ways, through the Arrow C Data Interface, the standard's zero-copy hand-over
+//! between two Arrow implementations (the only `unsafe` in lethe, checked against Arrow IPC round
+//! trips in tests).
 
 use std::io::Cursor;
 
@@ -183,25 +184,55 @@ fn unreadable(path: &str, e: &dyn std::fmt::Display) -> Error {
     )
 }
 
-/// arrow-rs record batches as a Polars frame, through in-memory Arrow IPC.
+/// arrow-rs record batches as a Polars frame: the reverse of [`to_arrow`], each column's buffers
+/// handed over through the Arrow C Data Interface without a copy, then taken to Polars' own
+/// types as a Polars read of the same Parquet gives them.
 fn batches_to_frame(
     schema: &arrow::datatypes::SchemaRef,
     batches: impl IntoIterator<Item = std::result::Result<arrow::record_batch::RecordBatch, Error>>,
 ) -> Result<DataFrame> {
-    let mut buf = Vec::new();
-    {
-        let mut w = arrow::ipc::writer::FileWriter::try_new(&mut buf, schema)
-            .map_err(|e| Error::internal(format!("IPC: {e}")))?;
-        for b in batches {
-            w.write(&b?)
-                .map_err(|e| Error::internal(format!("IPC: {e}")))?;
+    let ffi_err = |e: &dyn std::fmt::Display| Error::internal(format!("Arrow import failed: {e}"));
+    let fields = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let c = arrow::ffi::FFI_ArrowSchema::try_from(f.as_ref()).map_err(|e| ffi_err(&e))?;
+            // SAFETY: both types are the C Data Interface's `struct ArrowSchema` (`#[repr(C)]`,
+            // same fields); ownership moves, and Polars calls arrow-rs's `release` on drop.
+            let c: polars_arrow::ffi::ArrowSchema = unsafe { std::mem::transmute(c) };
+            unsafe { polars_arrow::ffi::import_field_from_c(&c) }.map_err(|e| ffi_err(&e))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut chunks: Vec<Vec<Box<dyn polars_arrow::array::Array>>> = vec![Vec::new(); fields.len()];
+    let mut height = 0;
+    for batch in batches {
+        let batch = batch?;
+        height += batch.num_rows();
+        for ((column, field), chunk) in batch.columns().iter().zip(&fields).zip(&mut chunks) {
+            let (c_array, _) = arrow::ffi::to_ffi(&column.to_data()).map_err(|e| ffi_err(&e))?;
+            // SAFETY: as above, for `struct ArrowArray`: Polars now owns the buffers and calls
+            // arrow-rs's `release` when the last array using them is dropped. `field` describes
+            // exactly this array (the batch's schema is `schema`).
+            let c_array: polars_arrow::ffi::ArrowArray = unsafe { std::mem::transmute(c_array) };
+            chunk.push(
+                unsafe { polars_arrow::ffi::import_array_from_c(c_array, field.dtype().clone()) }
+                    .map_err(|e| ffi_err(&e))?,
+            );
         }
-        w.finish()
-            .map_err(|e| Error::internal(format!("IPC: {e}")))?;
     }
-    IpcReader::new(Cursor::new(buf))
-        .finish()
-        .map_err(|e| Error::internal(format!("IPC import: {e}")))
+    let columns = fields
+        .iter()
+        .zip(chunks)
+        .map(|(field, mut chunk)| {
+            if chunk.is_empty() {
+                chunk.push(polars_arrow::array::new_empty_array(field.dtype().clone()));
+            }
+            Series::try_from((field, chunk))
+                .map(Column::from)
+                .map_err(|e| ffi_err(&e))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    DataFrame::new(height, columns).map_err(|e| ffi_err(&e))
 }
 
 /// Reads an encrypted Parquet file with arrow-rs (keys from the process keyring) into a frame.
@@ -634,6 +665,15 @@ mod tests {
                 arrow::compute::concat_batches(&schema, b).unwrap()
             };
             assert_eq!(rows(&batches), rows(&want));
+            // And back: the frame itself, as an IPC round trip gives it too.
+            let back = batches_to_frame(&schema, batches.into_iter().map(Ok)).unwrap();
+            let mut ipc = Vec::new();
+            IpcWriter::new(&mut ipc).finish(&mut df.clone()).unwrap();
+            let via_ipc = IpcReader::new(Cursor::new(ipc)).finish().unwrap();
+            for other in [&df, &via_ipc] {
+                assert_eq!(back.schema(), other.schema());
+                assert!(back.equals_missing(other), "{back}\n{other}");
+            }
         }
     }
 }

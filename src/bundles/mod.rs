@@ -815,20 +815,7 @@ async fn export_tenant(
         })
         .await?;
     outputs.sync().await?;
-    let mut published =
-        crate::runtime::for_each_bounded(staged, PUBLISH_CONCURRENCY, |s| async move {
-            Ok::<_, Error>(match s {
-                Ok(s) => {
-                    let request_id = s.request_id.clone();
-                    match commit_bundle(outputs, tenant, s).await {
-                        Ok((b, ev)) => (b, Some(ev)),
-                        Err(e) => (failed(&request_id, &e), None),
-                    }
-                }
-                Err(b) => (b, None),
-            })
-        })
-        .await?;
+    let mut published = commit_bundles(outputs, tenant, staged).await?;
     if let Err(e) = outputs.sync().await {
         // Not known to be durable: reported failed (a rerun finds them answered, or redoes them).
         for (b, ev) in &mut published {
@@ -1318,10 +1305,25 @@ struct Staged {
     generation: u32,
     outcome: Outcome,
     manifest: BundleManifest,
+    /// The manifest as committed (on local disk already written beside it, as
+    /// [`MANIFEST_PENDING`]).
+    body: Bytes,
 }
 
-/// Assembles a bundle, claims a folder for it and uploads its files; [`commit_bundle`] commits
+/// Where a bundle's manifest is staged on local disk until its commit renames it.
+const MANIFEST_PENDING: &str = "manifest.json.pending";
+
+/// Generations tried for a request's folder before giving up.
+const MAX_GENERATIONS: u32 = 100;
+
+/// Assembles a bundle, claims a folder for it and writes its files; [`commit_bundles`] commits
 /// it once the files are durable.
+///
+/// The folder is claimed by creating its README first (create-if-absent): an unfinished
+/// folder may be a crashed attempt or a concurrent export, so it is skipped, never reused. On a
+/// local batch ([`Location::in_place`]) all of it (assembling, claiming, zipping, writing, and
+/// staging the manifest) is one blocking task; elsewhere each step is its own task and each
+/// object its own put.
 #[allow(clippy::too_many_arguments)]
 async fn stage(
     ctx: &Context,
@@ -1374,108 +1376,196 @@ async fn stage(
         .get(i)
         .map(|m| std::mem::take(&mut *m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)))
         .unwrap_or_default();
-    let mut built = cpu(move || spool::assemble(&spool, req, pending, &p, formats, m)).await?;
-
-    // Claim a folder no one else writes into by creating its README first (create-if-absent):
-    // an unfinished folder may be a crashed attempt or a concurrent export, so it is skipped,
-    // never reused.
-    let readme = match built.files.first_mut() {
-        Some((_, spool::Content::Memory(b))) => Bytes::from(std::mem::take(b)),
-        _ => {
-            return Err(Error::internal(
-                "a bundle's README is assembled first, in memory",
-            ));
-        }
-    };
-    let mut generation = first_generation;
-    let folder = loop {
-        let folder = folder_name(&r.base, generation);
-        if outputs
-            .put_if_absent(&format!("{prefix}{folder}/README.md"), readme.clone())
-            .await?
-        {
-            break folder;
-        }
-        generation += 1;
-        if generation > first_generation + 100 {
-            return Err(Error::CommitConflict {
-                tenant: tenant.to_string(),
-                message: format!(
-                    "no free bundle folder for request {} after 100 generations",
-                    r.request_id
-                ),
-            });
-        }
-    };
-    if let Some((_, spool::Content::Memory(b))) = built.files.first_mut() {
-        *b = readme.to_vec();
-    }
     // Encrypted delivery: a passphrase per request, kept apart from the bundle (out of band).
-    let p = ctx.pipeline.clone();
     let passphrase = p
         .policies
         .bundle_passphrases
         .as_ref()
         .map(|_| new_passphrase());
-    let (built, zip_content, built_manifest) = {
-        let folder = folder.clone();
-        let pw = passphrase.clone();
-        cpu(move || {
-            let z = spool::zip(&built, &folder, generation, pw.as_deref());
-            z.map(|(zip, m)| (built, zip, m))
-        })
-        .await?
+    let no_folder = {
+        let (tenant, request_id) = (tenant.to_string(), r.request_id.clone());
+        move || Error::CommitConflict {
+            tenant,
+            message: format!(
+                "no free bundle folder for request {request_id} after {MAX_GENERATIONS} generations"
+            ),
+        }
     };
-    let dir = format!("{prefix}{folder}");
-    let zip = format!("{prefix}{folder}.zip");
-    let mut uploads = vec![(zip.clone(), zip_content)];
+    let generations = first_generation..=first_generation + MAX_GENERATIONS;
+    let claim_path = {
+        let (prefix, base) = (prefix.clone(), r.base.clone());
+        move |g: u32| format!("{prefix}{}/README.md", folder_name(&base, g))
+    };
+    let encrypted = passphrase.is_some();
+    let (request_id, base) = (r.request_id.clone(), r.base.clone());
+    let staged = if let Some(w) = outputs.in_place() {
+        let pw = passphrase.clone();
+        w.run(move |w| -> Result<Staged> {
+            let built = spool::assemble(&spool, req, pending, &p, formats, m)?;
+            let readme = built.readme()?;
+            let mut claimed = None;
+            for g in generations {
+                if w.create_new(&claim_path(g), readme)? {
+                    claimed = Some(g);
+                    break;
+                }
+            }
+            let generation = claimed.ok_or_else(no_folder)?;
+            let folder = folder_name(&base, generation);
+            let (zip, manifest) = spool::zip(&built, &folder, generation, pw.as_deref())?;
+            let staged = Staged::new(request_id, &prefix, &folder, generation, outcome, manifest)?;
+            let mut files = uploads(built, zip, &staged, encrypted);
+            files.push((
+                format!("{}/{MANIFEST_PENDING}", staged.dir),
+                Source::Memory(staged.body.clone()),
+            ));
+            w.write(files)?;
+            Ok(staged)
+        })
+        .await??
+    } else {
+        let built = cpu(move || spool::assemble(&spool, req, pending, &p, formats, m)).await?;
+        let readme = Bytes::copy_from_slice(built.readme()?);
+        let mut claimed = None;
+        for g in generations {
+            if outputs
+                .put_if_absent(&claim_path(g), readme.clone())
+                .await?
+            {
+                claimed = Some(g);
+                break;
+            }
+        }
+        let generation = claimed.ok_or_else(no_folder)?;
+        let folder = folder_name(&base, generation);
+        let (pw, f) = (passphrase.clone(), folder.clone());
+        let (built, zip, manifest) = cpu(move || {
+            spool::zip(&built, &f, generation, pw.as_deref()).map(|(z, m)| (built, z, m))
+        })
+        .await?;
+        let staged = Staged::new(request_id, &prefix, &folder, generation, outcome, manifest)?;
+        // The folder's files and the zip at once: only the manifest has to wait for all of them.
+        outputs
+            .put_unpublished(uploads(built, zip, &staged, encrypted), UPLOAD_CONCURRENCY)
+            .await?;
+        staged
+    };
+    let p = &ctx.pipeline;
     if let (Some(url), Some(pw)) = (&p.policies.bundle_passphrases, &passphrase) {
         // Written before the bundle is committed: a committed bundle always has its passphrase.
         let loc = crate::storage::Location::parse(url, &p.base_dir)?;
+        let folder = folder_name(&r.base, staged.generation);
         loc.put(
             &format!("tenant={tenant}/{folder}.txt"),
             Bytes::from(format!("{pw}\n")),
         )
         .await?;
-    } else {
-        // Plain delivery: the folder holds the files too. Encrypted delivery keeps the person's
-        // data only inside the encrypted zip.
-        uploads.extend(
+    }
+    Ok(staged)
+}
+
+impl Staged {
+    fn new(
+        request_id: String,
+        prefix: &str,
+        folder: &str,
+        generation: u32,
+        outcome: Outcome,
+        manifest: BundleManifest,
+    ) -> Result<Staged> {
+        let body = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| Error::internal(format!("bundle manifest encoding: {e}")))?;
+        Ok(Staged {
+            request_id,
+            dir: format!("{prefix}{folder}"),
+            zip: format!("{prefix}{folder}.zip"),
+            generation,
+            outcome,
+            manifest,
+            body: Bytes::from(body),
+        })
+    }
+}
+
+/// The objects a staged bundle writes after its claim: the zip, and with plain delivery the
+/// folder's other files (the README is the claim). Encrypted delivery keeps the person's data
+/// only inside the encrypted zip.
+fn uploads(
+    built: spool::Built,
+    zip: spool::Content,
+    staged: &Staged,
+    encrypted: bool,
+) -> Vec<(String, Source)> {
+    let mut files = vec![(staged.zip.clone(), Source::from(zip))];
+    if !encrypted {
+        files.extend(
             built
                 .files
                 .into_iter()
                 .skip(1)
-                .map(|(name, content)| (format!("{dir}/{name}"), content)),
+                .map(|(name, c)| (format!("{}/{name}", staged.dir), Source::from(c))),
         );
     }
-    // The folder's files and the zip at once: only the manifest has to wait for all of them.
-    let uploads = uploads
-        .into_iter()
-        .map(|(path, content)| {
-            let src = match content {
-                spool::Content::Memory(b) => Source::Memory(Bytes::from(b)),
-                spool::Content::File(p) => Source::File(p),
-            };
-            (path, src)
-        })
-        .collect();
-    outputs.put_unpublished(uploads, UPLOAD_CONCURRENCY).await?;
-    Ok(Staged {
-        request_id: r.request_id.clone(),
-        dir,
-        zip,
-        generation,
-        outcome,
-        manifest: built_manifest,
-    })
+    files
 }
 
-/// Commits a staged bundle by writing its manifest (create-if-absent).
-async fn commit_bundle(
+/// Commits staged bundles (`Err`: a bundle that failed earlier, reported as it is) by putting
+/// their manifests, create-if-absent. On a local batch every staged manifest is renamed into
+/// place in one blocking task; elsewhere each is one put.
+async fn commit_bundles(
     outputs: &Location,
     tenant: &str,
-    staged: Staged,
-) -> Result<(BundleReport, BundleEvidence)> {
+    staged: Vec<std::result::Result<Staged, BundleReport>>,
+) -> Result<Vec<(BundleReport, Option<BundleEvidence>)>> {
+    let won: Vec<Result<bool>> = if let Some(w) = outputs.in_place() {
+        let dirs: Vec<Option<String>> = staged
+            .iter()
+            .map(|s| s.as_ref().ok().map(|s| s.dir.clone()))
+            .collect();
+        w.run(move |w| {
+            dirs.iter()
+                .map(|dir| match dir {
+                    Some(d) => w.rename_new(
+                        &format!("{d}/{MANIFEST_PENDING}"),
+                        &format!("{d}/{MANIFEST_FILE}"),
+                    ),
+                    None => Ok(false),
+                })
+                .collect()
+        })
+        .await?
+    } else {
+        crate::runtime::for_each_bounded(&staged, PUBLISH_CONCURRENCY, |s| async move {
+            Ok::<_, Error>(match s {
+                Ok(s) => {
+                    outputs
+                        .put_if_absent(&format!("{}/{MANIFEST_FILE}", s.dir), s.body.clone())
+                        .await
+                }
+                Err(_) => Ok(false),
+            })
+        })
+        .await?
+    };
+    Ok(staged
+        .into_iter()
+        .zip(won)
+        .map(|(s, won)| match s {
+            Err(b) => (b, None),
+            Ok(s) => {
+                let request_id = s.request_id.clone();
+                match won.and_then(|won| committed(tenant, s, won)) {
+                    Ok((b, ev)) => (b, Some(ev)),
+                    Err(e) => (failed(&request_id, &e), None),
+                }
+            }
+        })
+        .collect())
+}
+
+/// A staged bundle's report and evidence once the put of its manifest returned `won` (`false`:
+/// another writer committed that folder first).
+fn committed(tenant: &str, staged: Staged, won: bool) -> Result<(BundleReport, BundleEvidence)> {
     let Staged {
         request_id,
         dir,
@@ -1483,20 +1573,16 @@ async fn commit_bundle(
         generation,
         outcome,
         manifest: built,
+        body,
     } = staged;
-    let body = serde_json::to_vec_pretty(&built)
-        .map_err(|e| Error::internal(format!("bundle manifest encoding: {e}")))?;
-    let manifest_sha256 = sha256_hex(&body);
-    let manifest_size = body.len() as u64;
-    if !outputs
-        .put_if_absent(&format!("{dir}/{MANIFEST_FILE}"), Bytes::from(body))
-        .await?
-    {
+    if !won {
         return Err(Error::CommitConflict {
             tenant: tenant.to_string(),
             message: format!("bundle {dir} was committed by another writer"),
         });
     }
+    let manifest_sha256 = sha256_hex(&body);
+    let manifest_size = body.len() as u64;
     let mut b = BundleReport::new(&request_id, BundleStatus::Written);
     b.path = Some(dir.clone());
     b.zip = Some(zip.clone());

@@ -212,6 +212,15 @@ pub enum Content {
     File(PathBuf),
 }
 
+impl From<Content> for crate::storage::Source {
+    fn from(c: Content) -> Self {
+        match c {
+            Content::Memory(b) => crate::storage::Source::Memory(bytes::Bytes::from(b)),
+            Content::File(p) => crate::storage::Source::File(p),
+        }
+    }
+}
+
 impl Content {
     fn size(&self) -> Result<u64> {
         match self {
@@ -263,6 +272,18 @@ pub struct Built {
     /// The manifest without folder, generation and zip.
     pub manifest: BundleManifest,
     dir: PathBuf,
+}
+
+impl Built {
+    /// The README, the bundle's first file (assembled in memory): what claims its folder.
+    pub fn readme(&self) -> Result<&[u8]> {
+        match self.files.first() {
+            Some((_, Content::Memory(b))) => Ok(b),
+            _ => Err(Error::internal(
+                "a bundle's README is assembled first, in memory",
+            )),
+        }
+    }
 }
 
 /// File names of one dataset in a bundle, in a fixed order.
@@ -353,8 +374,11 @@ pub fn assemble(
     })
 }
 
-/// Bundle files smaller than this go into the zip stored, not deflated.
-const STORE_BELOW: u64 = 1024;
+/// Bundle files smaller than this go into the zip stored, not deflated. Each deflated entry
+/// first clears the compressor's hash table (over 100 KiB), which costs more than deflating a few
+/// KiB of text; a typical bundle's files (README, manifest, a few dozen rows) are all below this,
+/// and a large history is still deflated.
+const STORE_BELOW: u64 = 16 << 10;
 
 /// The final manifest of `b` in `folder` (generation `generation`) and the zip it describes.
 /// With `passphrase`, every entry is AES-256 encrypted (WinZip AE-2, opened by common tools).
@@ -448,9 +472,7 @@ fn write_zip<W: Write + Seek>(
     for (name, content) in entries {
         let size = content.size()?;
         let large = size >= u64::from(u32::MAX);
-        // Small files are stored as they are: deflating a few hundred bytes saves a few hundred
-        // at most, and setting up each entry's deflate state (clearing its hash table) costs
-        // more CPU than the whole file (most of a person's dataset files are this small).
+        // Small files are stored as they are (see STORE_BELOW).
         let o = if size < STORE_BELOW {
             opts.compression_method(::zip::CompressionMethod::Stored)
                 .compression_level(None)
@@ -530,9 +552,10 @@ mod tests {
     fn small_entries_are_stored_large_ones_deflated_and_all_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let small = b"id,name\n1,Ann\n".to_vec();
-        let large: Vec<u8> = (0..400)
+        let large: Vec<u8> = (0..1000)
             .flat_map(|i| format!("{{\"id\":{i},\"body\":\"hello again\"}}\n").into_bytes())
             .collect();
+        assert!(large.len() as u64 >= STORE_BELOW);
         let spooled = dir.path().join("emails.jsonl");
         fs::write(&spooled, &large).unwrap();
         let files = vec![

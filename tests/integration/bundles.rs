@@ -753,6 +753,12 @@ fn bundles_on_local_disk() {
 
     // A rerun answers nothing again and touches nothing.
     let before = bundle_files(&out);
+    assert!(
+        before
+            .iter()
+            .all(|(f, _, _)| f.extension().is_none_or(|e| e != "pending")),
+        "every staged manifest was renamed into place"
+    );
     let o = lethe(&["export", spec], &[]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(
@@ -773,11 +779,14 @@ fn bundles_on_local_disk() {
         assert!(after.contains(f), "{} was rewritten", f.0.display());
     }
 
-    // A crash between writing the manifests and the batch's sync can leave one empty: that
-    // bundle is not committed (the request stays answered by generation 1), and its folder is
-    // never reused: the next --force writes generation 3.
-    let cut = bundles.join(format!("{}~2/manifest.json", r.request_id));
-    std::fs::write(&cut, b"").unwrap();
+    // A crash after the batch's first sync but before its manifests were renamed into place
+    // leaves a folder whose manifest is still staged: that bundle is not committed (the request
+    // stays answered by generation 1), and its folder is never reused: the next --force writes
+    // generation 3.
+    let committed = bundles.join(format!("{}~2/manifest.json", r.request_id));
+    let cut = bundles.join(format!("{}~2/manifest.json.pending", r.request_id));
+    std::fs::rename(&committed, &cut).unwrap();
+    let staged = std::fs::read(&cut).unwrap();
     let rerun = tmp.path().join("rerun.json");
     let o = lethe(
         &[
@@ -811,10 +820,11 @@ fn bundles_on_local_disk() {
         "the same content again"
     );
     assert_eq!(
-        std::fs::metadata(&cut).unwrap().len(),
-        0,
+        std::fs::read(&cut).unwrap(),
+        staged,
         "the cut folder is left as it was"
     );
+    assert!(!committed.exists());
 
     // Retention (`bundle_days: 30` in the helpdesk spec): a month and more later, gc deletes
     // every answered bundle's files and zip and keeps its manifest, the record of the answer.

@@ -208,11 +208,18 @@ fn batches_to_frame(
     for batch in batches {
         let batch = batch?;
         height += batch.num_rows();
-        for ((column, field), chunk) in batch.columns().iter().zip(&fields).zip(&mut chunks) {
+        if batch.num_columns() != fields.len() {
+            return Err(ffi_err(&"a batch does not have the frame's schema"));
+        }
+        for (i, (column, chunk)) in batch.columns().iter().zip(&mut chunks).enumerate() {
+            if column.data_type() != schema.field(i).data_type() {
+                return Err(ffi_err(&"a batch does not have the frame's schema"));
+            }
+            let field = &fields[i];
             let (c_array, _) = arrow::ffi::to_ffi(&column.to_data()).map_err(|e| ffi_err(&e))?;
             // SAFETY: as above, for `struct ArrowArray`: Polars now owns the buffers and calls
             // arrow-rs's `release` when the last array using them is dropped. `field` describes
-            // exactly this array (the batch's schema is `schema`).
+            // exactly this array (its type was checked just above).
             let c_array: polars_arrow::ffi::ArrowArray = unsafe { std::mem::transmute(c_array) };
             chunk.push(
                 unsafe { polars_arrow::ffi::import_array_from_c(c_array, field.dtype().clone()) }

@@ -195,8 +195,9 @@ impl Location {
     ///
     /// Atomicity is unchanged for `put` and `put_if_absent`: every object still appears whole
     /// or not at all (staged, then renamed); [`Location::put_unpublished`] and the batch's
-    /// [`Location::in_place`] writes are the exceptions they name. Only durability is deferred, so the caller must call `sync` before writing the
-    /// object that commits the batch, and again before reporting it committed.
+    /// [`Location::in_place`] writes are the exceptions they name. Only durability is deferred,
+    /// so the caller must call `sync` before writing the object that commits the batch, and
+    /// again before reporting it committed.
     pub fn deferred_sync(&self) -> Location {
         let mut l = self.clone();
         if cfg!(target_os = "linux") && self.local_dir.is_some() {
@@ -208,10 +209,9 @@ impl Location {
 
     /// Writes objects that no reader relies on until a later commit object names them, in a
     /// place no other writer uses (a bundle's files in the folder it claimed, before its
-    /// manifest). On a local [`Location::deferred_sync`] batch, one blocking task writes them
-    /// in place, one after another: no temporary file and rename per object (renames in one
-    /// directory take its lock, so concurrent ones spin on each other), and one task hop for
-    /// all. A crash can then leave a partial file, which nothing reads: no commit names it.
+    /// manifest). On a local [`Location::deferred_sync`] batch, one task writes them in place
+    /// ([`InPlace::write`]), with one task hop for all. A crash can then leave a partial file,
+    /// which nothing reads: no commit names it.
     /// Elsewhere, up to `concurrency` puts at once, each whole or absent.
     pub async fn put_unpublished(
         &self,
@@ -538,7 +538,7 @@ impl InPlace {
     /// all the writes `f` makes and the work around them. Unlike other filesystem work, these
     /// writes wait on no disk: without an fsync they land in the page cache, so they cost CPU
     /// time like the assembling and zipping beside them. On the blocking pool, the dozens of
-    /// bundles in flight became dozens of threads on a few CPUs; the export took 15% longer.
+    /// bundles in flight became dozens of threads on a few CPUs, and the export took a tenth longer.
     pub async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&InPlace) -> T + Send + 'static,
@@ -576,8 +576,9 @@ impl InPlace {
         Ok(true)
     }
 
-    /// Writes each object in place, replacing any earlier version, one after another (renames
-    /// in one directory take its lock, so concurrent ones would spin on each other).
+    /// Writes each object in place, replacing any earlier version, one after another: no
+    /// temporary file and rename each (renames in one directory take its lock, so concurrent
+    /// ones spin on each other).
     pub fn write(&self, files: Vec<(String, Source)>) -> Result<()> {
         for (rel, src) in files {
             let target = self.target(&rel)?;

@@ -443,7 +443,8 @@ impl Folders {
             let (base, g) = parse_folder(folder);
             let used = f.used.entry(base.to_string()).or_default();
             *used = (*used).max(g);
-            // An empty manifest is one a crash cut off before the batch's sync: not committed.
+            // An empty manifest is one a crash cut off before it was synced (earlier versions
+            // linked manifests into place before syncing their content): not committed.
             if file == MANIFEST_FILE && o.size > 0 {
                 let a = f.answered.entry(base.to_string()).or_default();
                 *a = (*a).max(g);

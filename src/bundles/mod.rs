@@ -782,11 +782,12 @@ async fn export_tenant(
         run_id: manifest.run_id.clone(),
         committed_at: manifest.committed_at.clone(),
     };
-    // Group commit: every bundle's files are written without a sync each, the filesystem is
-    // synced once, and only then are the manifests (which commit the bundles) written, and synced
-    // once more before anything reports them committed. A crash before the first sync leaves
-    // unfinished folders, which are skipped, never reused; one before the second may lose
-    // manifests, leaving the same. On object stores every put is already durable.
+    // Group commit: every bundle's files (and on local disk its staged manifest) are written
+    // without a sync each, the filesystem is synced once, and only then are the manifests (which
+    // commit the bundles) put in place, and synced once more before anything reports them
+    // committed. A crash before the first sync leaves unfinished folders, which are skipped,
+    // never reused; one before the second may lose manifests, leaving the same. On object
+    // stores every put is already durable.
     let outputs = ctx
         .out(tenant)
         .clone()
@@ -1323,8 +1324,8 @@ const MAX_GENERATIONS: u32 = 100;
 /// The folder is claimed by creating its README first (create-if-absent): an unfinished
 /// folder may be a crashed attempt or a concurrent export, so it is skipped, never reused. On a
 /// local batch ([`Location::in_place`]) all of it (assembling, claiming, zipping, writing, and
-/// staging the manifest) is one blocking task; elsewhere each step is its own task and each
-/// object its own put.
+/// staging the manifest) is one task on the CPU pool; elsewhere each step is its own task and
+/// each object its own put.
 #[allow(clippy::too_many_arguments)]
 async fn stage(
     ctx: &Context,

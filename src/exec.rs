@@ -158,7 +158,10 @@ pub struct Context {
     pub as_of: i64,
     pub ledger: Ledger,
     pub ledger_files: Vec<ObjectInfo>,
-    pub exports_listed: Vec<ObjectInfo>,
+    /// The exports location's listing, made when first asked for ([`Context::exports_listed`]):
+    /// only planning a snapshot reads exports, and listing every export object can take long
+    /// (years of daily files, an object store), so `export` and `gc` never pay for it.
+    exports_listed: tokio::sync::OnceCell<Vec<ObjectInfo>>,
     /// Encryption at rest, when the pipeline configures it (keys of every tenant loaded).
     pub keystore: Option<Arc<crate::keystore::Keystore>>,
     /// Tenants whose keys were destroyed: skipped by every stage.
@@ -380,7 +383,6 @@ impl Context {
                 "fix the hold's tenant id; nothing was read or written",
             ));
         }
-        let exports_listed = exports.list("").await?;
         let (ledger, ledger_files) = read_ledger(&p, &ledger_loc, &tenants, &keyed).await?;
         if !ledger.rejects.is_empty() {
             reporter.report(Event::Warning {
@@ -427,7 +429,7 @@ impl Context {
             tenants,
             ledger,
             ledger_files,
-            exports_listed,
+            exports_listed: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -483,10 +485,19 @@ impl Context {
             .collect()
     }
 
+    /// Every object of the exports location (listed once, on first use).
+    pub async fn exports_listed(&self) -> Result<&[ObjectInfo]> {
+        self.exports_listed
+            .get_or_try_init(|| self.exports.list(""))
+            .await
+            .map(Vec::as_slice)
+    }
+
     /// Plans every tenant from listings (no data read).
     pub async fn plan(&self, only: &[String]) -> Result<RunPlan> {
         let p = &self.pipeline;
-        let (by_tenant, unmatched) = plan::group_exports(p, &self.exports_listed, &self.tenants);
+        let listed = self.exports_listed().await?;
+        let (by_tenant, unmatched) = plan::group_exports(p, listed, &self.tenants);
         let mut tenants = Vec::new();
         for t in &self.tenants {
             if !only.is_empty() && !only.contains(t) {

@@ -354,11 +354,7 @@ impl Opened {
                 meta.metadata().file_metadata().schema_descr(),
                 picked.iter().copied(),
             );
-            let batches = self
-                .reader(meta, mask, None, self.rows())
-                .map_err(|e| err(&e))?
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| err(&e))?;
+            let batches = self.batches(meta, mask, None, self.rows())?;
             // The projection keeps the file's column order: put the arrays in `names`' order.
             let mut order: Vec<usize> = picked.clone();
             order.sort_unstable();
@@ -410,11 +406,7 @@ impl Opened {
                     self.meta.metadata().file_metadata().schema_descr(),
                     rest.iter().copied(),
                 );
-                let batches = self
-                    .reader(self.meta.clone(), mask, Some(selection), rows.len())
-                    .map_err(|e| err(&e))?
-                    .collect::<std::result::Result<Vec<_>, _>>()
-                    .map_err(|e| err(&e))?;
+                let batches = self.batches(self.meta.clone(), mask, Some(selection), rows.len())?;
                 for (j, i) in rest.iter().enumerate() {
                     columns[*i] = Some(
                         concat_column(&batches, j, schema.field(*i).data_type())
@@ -462,6 +454,20 @@ impl Opened {
             builder = builder.with_row_selection(selection);
         }
         builder.build()
+    }
+
+    /// Every batch [`Opened::reader`] reads, a failure being the file's data error.
+    fn batches(
+        &self,
+        meta: parquet::arrow::arrow_reader::ArrowReaderMetadata,
+        mask: parquet::arrow::ProjectionMask,
+        selection: Option<parquet::arrow::arrow_reader::RowSelection>,
+        batch_rows: usize,
+    ) -> Result<Vec<arrow::record_batch::RecordBatch>> {
+        self.reader(meta, mask, selection, batch_rows)
+            .map_err(|e| self.error(&e))?
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| self.error(&e))
     }
 
     /// Runs a read, turning a panic of the decoder (a corrupt file may cause one) into the

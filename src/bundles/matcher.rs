@@ -168,19 +168,15 @@ impl Matcher {
         // (row, request set, owned) of every identifier value that belongs to someone: a few
         // per person, however large the frame.
         let mut hits: Vec<(IdxSize, u32, bool)> = Vec::new();
-        for c in ds.identifier_columns() {
+        for c in self.columns_of(ds) {
             let Some(kind) = c.identifier.as_deref() else {
                 continue;
             };
-            if !self.wanted.contains_key(kind) {
-                continue;
-            }
             let owned = c.on_erase != Some(OnErase::Redact);
             let s = df.column(&c.name)?.as_materialized_series();
-            let mut cache = self.take_cache(kind);
-            let result = self.column_hits(&mut cache, kind, s, owned, &mut hits);
-            self.cache.insert(kind.to_string(), cache);
-            result?;
+            self.with_cache(kind, |m, cache| {
+                m.column_hits(cache, kind, s, owned, &mut hits)
+            })?;
         }
         Ok(self.group(hits))
     }
@@ -210,10 +206,8 @@ impl Matcher {
                 continue;
             };
             let owned = c.on_erase != Some(OnErase::Redact);
-            let mut cache = self.take_cache(kind);
-            let result = self.array_ids(&mut cache, kind, array.as_ref());
-            self.cache.insert(kind.to_string(), cache);
-            let (ids, rows) = result?;
+            let (ids, rows) =
+                self.with_cache(kind, |m, cache| m.array_ids(cache, kind, array.as_ref()))?;
             for (i, id) in ids.into_iter().enumerate() {
                 if id != 0 {
                     let row = match &rows {
@@ -227,12 +221,21 @@ impl Matcher {
         Ok(self.group(hits))
     }
 
-    /// A kind's cache of raw values, taken out of `self` while a column is looked up. Sized for
-    /// a tenant's few thousand distinct values, so it rarely rehashes.
-    fn take_cache(&mut self, kind: &str) -> PlHashMap<String, u32> {
-        self.cache
+    /// Runs `f` with a kind's cache of raw values, taken out of `self` meanwhile and put back
+    /// afterwards, whatever `f` returns. Sized for a tenant's few thousand distinct values, so
+    /// it rarely rehashes.
+    fn with_cache<T>(
+        &mut self,
+        kind: &str,
+        f: impl FnOnce(&mut Self, &mut PlHashMap<String, u32>) -> T,
+    ) -> T {
+        let mut cache = self
+            .cache
             .remove(kind)
-            .unwrap_or_else(|| PlHashMap::with_capacity(4096))
+            .unwrap_or_else(|| PlHashMap::with_capacity(4096));
+        let out = f(self, &mut cache);
+        self.cache.insert(kind.to_string(), cache);
+        out
     }
 
     /// The set id of every value of `array`, and, for a list array, the row each value is in
@@ -736,9 +739,7 @@ mod tests {
             let got = m.split_arrays(&columns, &arrays).unwrap();
             assert_eq!(got, want, "row groups of {row_group_rows}");
             assert_eq!(got.len(), 3);
-            let mut taken: Vec<IdxSize> = got.values().flat_map(|r| r.rows.clone()).collect();
-            taken.sort_unstable();
-            taken.dedup();
+            let taken = super::super::taken_rows(&got);
             let known: Vec<(&str, &arrow::array::ArrayRef)> =
                 names.iter().copied().zip(&arrays).collect();
             let sub = file.take(&taken, &known).unwrap();

@@ -1778,6 +1778,37 @@ pub async fn shred(
 mod tests {
     use super::*;
 
+    /// Opening a context reads the registry and the ledger, not the listing of every export:
+    /// `export` and `gc` never need it, and planning lists the exports once.
+    #[tokio::test]
+    async fn exports_are_listed_only_when_planning() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = crate::sample::SampleOptions {
+            tenants: 2,
+            contacts_per_tenant: crate::sample::MIN_CONTACTS_PER_TENANT,
+            days: 1,
+            backup_months: 0,
+            ..Default::default()
+        };
+        crate::sample::generate(dir.path(), &opts).unwrap();
+        let mut p = crate::spec::helpdesk();
+        let at = |d: &str| dir.path().join(d).to_string_lossy().into_owned();
+        p.locations.exports = at("exports");
+        p.locations.ledger = at("ledger");
+        p.locations.outputs = at("outputs");
+        p.locations.backups = None;
+        p.holds_file = None;
+        let ctx = Context::open(Arc::new(p), &crate::report::Silent)
+            .await
+            .unwrap();
+        assert!(ctx.exports_listed.get().is_none(), "not listed on open");
+        let plan = ctx.plan(&[]).await.unwrap();
+        assert_eq!(plan.tenants.len(), 2);
+        let listed = ctx.exports_listed.get().expect("listed by planning");
+        assert!(listed.iter().any(|o| o.path.ends_with(".parquet")));
+        assert_eq!(ctx.exports_listed().await.unwrap().len(), listed.len());
+    }
+
     #[test]
     fn stop_messages_in_any_case_and_direction_spelling() {
         let p = crate::spec::helpdesk();

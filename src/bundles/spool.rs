@@ -558,8 +558,16 @@ mod tests {
         assert!(large.len() as u64 >= STORE_BELOW);
         let spooled = dir.path().join("emails.jsonl");
         fs::write(&spooled, &large).unwrap();
+        // Just under the threshold: a few KiB of text, stored though deflate would shrink it.
+        let medium: Vec<u8> = b"1,Ann,ann@x.example\n"
+            .iter()
+            .copied()
+            .cycle()
+            .take(STORE_BELOW as usize - 1)
+            .collect();
         let files = vec![
             ("README.md".to_string(), Content::Memory(small.clone())),
+            ("sms.csv".to_string(), Content::Memory(medium.clone())),
             ("emails.jsonl".to_string(), Content::File(spooled)),
         ];
         for passphrase in [None, Some("correct horse")] {
@@ -574,9 +582,10 @@ mod tests {
             .into_inner();
             let mut z = ::zip::ZipArchive::new(io::Cursor::new(bytes)).unwrap();
             let names: Vec<String> = z.file_names().map(|n| n.unwrap().into_owned()).collect();
-            assert_eq!(names.len(), 3, "{names:?}");
+            assert_eq!(names.len(), 4, "{names:?}");
             for (name, want, method) in [
                 ("REQ-1/README.md", &small, ::zip::CompressionMethod::Stored),
+                ("REQ-1/sms.csv", &medium, ::zip::CompressionMethod::Stored),
                 (
                     "REQ-1/emails.jsonl",
                     &large,

@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use polars::prelude::*;
 
@@ -29,7 +30,7 @@ pub struct Matcher {
     /// kind → normalized value → requests (sorted, deduplicated).
     wanted: PlHashMap<String, PlHashMap<String, Vec<ReqIdx>>>,
     /// kind → the test most cells fail before any normalizing (see [`Prefilter`]).
-    prefilters: PlHashMap<String, Prefilter>,
+    prefilters: PlHashMap<String, Arc<Prefilter>>,
     /// kind → raw value → index into `sets`; 0 is "nobody's".
     cache: PlHashMap<String, PlHashMap<String, u32>>,
     /// Interned request sets: most values belong to one request or none, so rows share them.
@@ -76,7 +77,7 @@ impl Matcher {
             .filter_map(|(kind, values)| {
                 Some((
                     kind.clone(),
-                    Prefilter::new(kinds.get(kind)?, values.keys()),
+                    Arc::new(Prefilter::new(kinds.get(kind)?, values.keys())),
                 ))
             })
             .collect();
@@ -90,9 +91,13 @@ impl Matcher {
         }
     }
 
-    /// The kind's [`Prefilter`]: small (a few values per request), so a copy per column.
-    fn prefilter(&self, kind: &str) -> Prefilter {
-        self.prefilters.get(kind).cloned().unwrap_or(Prefilter::All)
+    /// The kind's [`Prefilter`], shared: held apart from `self` while a column's values are
+    /// looked up.
+    fn prefilter(&self, kind: &str) -> Arc<Prefilter> {
+        self.prefilters
+            .get(kind)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(Prefilter::All))
     }
 
     fn requests_of_normalized(&self, kind: &str, raw: &str) -> Vec<ReqIdx> {
@@ -206,19 +211,86 @@ impl Matcher {
                 continue;
             };
             let owned = c.on_erase != Some(OnErase::Redact);
-            let (ids, rows) =
-                self.with_cache(kind, |m, cache| m.array_ids(cache, kind, array.as_ref()))?;
-            for (i, id) in ids.into_iter().enumerate() {
-                if id != 0 {
-                    let row = match &rows {
-                        Some(rows) => rows[i],
-                        None => i as IdxSize,
-                    };
-                    hits.push((row, id, owned));
+            self.with_cache(kind, |m, cache| {
+                m.array_hits(cache, kind, array.as_ref(), owned, &mut hits)
+            })?;
+        }
+        Ok(self.group(hits))
+    }
+
+    /// Appends the hits of one arrow-rs column. A dictionary column (or a list of one), as
+    /// [`crate::parquet_io::Opened::columns`] reads every text column, is matched by its
+    /// dictionary's values alone, and its rows are walked only when one of them belongs to
+    /// someone: in most files, for most columns, none does.
+    fn array_hits(
+        &mut self,
+        cache: &mut PlHashMap<String, u32>,
+        kind: &str,
+        array: &dyn arrow::array::Array,
+        owned: bool,
+        hits: &mut Vec<(IdxSize, u32, bool)>,
+    ) -> Result<(), arrow::error::ArrowError> {
+        use arrow::array::{Array, AsArray};
+        use arrow::datatypes::{DataType as T, Int32Type};
+        let int32_dictionary = |t: &T| matches!(t, T::Dictionary(k, _) if k.as_ref() == &T::Int32);
+        let mut dictionary_ids =
+            |m: &mut Self, d: &arrow::array::DictionaryArray<Int32Type>| -> Result<_, _> {
+                let (ids, _) = m.array_ids(cache, kind, d.values().as_ref())?;
+                Ok::<_, arrow::error::ArrowError>(ids.iter().any(|i| *i != 0).then_some(ids))
+            };
+        // The id of key `i` of `d` (0 for a null or an unknown key).
+        let id_of = |d: &arrow::array::DictionaryArray<Int32Type>, ids: &[u32], i: usize| {
+            if d.is_null(i) {
+                return 0;
+            }
+            usize::try_from(d.keys().value(i))
+                .ok()
+                .and_then(|k| ids.get(k).copied())
+                .unwrap_or(0)
+        };
+        match array.data_type() {
+            t if int32_dictionary(t) => {
+                let d = array.as_dictionary::<Int32Type>();
+                if let Some(ids) = dictionary_ids(self, d)? {
+                    for row in 0..d.len() {
+                        let id = id_of(d, &ids, row);
+                        if id != 0 {
+                            hits.push((row as IdxSize, id, owned));
+                        }
+                    }
+                }
+            }
+            T::List(f) if int32_dictionary(f.data_type()) => {
+                let l = array.as_list::<i32>();
+                let d = l.values().as_dictionary::<Int32Type>();
+                if let Some(ids) = dictionary_ids(self, d)? {
+                    for (row, w) in l.value_offsets().windows(2).enumerate() {
+                        if l.is_null(row) {
+                            continue;
+                        }
+                        for j in w[0].max(0) as usize..w[1].max(0) as usize {
+                            let id = id_of(d, &ids, j);
+                            if id != 0 {
+                                hits.push((row as IdxSize, id, owned));
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {
+                let (ids, rows) = self.array_ids(cache, kind, array)?;
+                for (i, id) in ids.into_iter().enumerate() {
+                    if id != 0 {
+                        let row = match &rows {
+                            Some(rows) => rows[i],
+                            None => i as IdxSize,
+                        };
+                        hits.push((row, id, owned));
+                    }
                 }
             }
         }
-        Ok(self.group(hits))
+        Ok(())
     }
 
     /// Runs `f` with a kind's cache of raw values, taken out of `self` meanwhile and put back

@@ -584,8 +584,10 @@ pub async fn export_in(
     let opts_ref = &opts;
     let export_id_ref = export_id.as_str();
     let publish_budget = Arc::new(tokio::sync::Semaphore::new(PUBLISH_IO_CONCURRENCY));
+    let readme = Arc::new(render::Readme::new(&ctx.pipeline));
     let done = crate::runtime::for_each_bounded(work, concurrency, |(t, pending)| {
         let publish_budget = Arc::clone(&publish_budget);
+        let readme = Arc::clone(&readme);
         async move {
             reporter.report(Event::TenantStarted { tenant: t.clone() });
             let mut timings = Timings::default();
@@ -595,9 +597,10 @@ pub async fn export_in(
                 pending,
                 opts_ref,
                 export_id_ref,
-                Budgets {
+                Shared {
                     buffer_bytes: buffer_budget,
                     publish: publish_budget,
+                    readme,
                 },
                 reporter,
                 &mut timings,
@@ -679,15 +682,17 @@ struct Scanned {
 /// Tenants exported at once: two per CPU thread, so a tenant waiting on its writes or syncs
 /// leaves its CPU to another's scan, at most [`MAX_TENANT_CONCURRENCY`].
 fn tenant_concurrency() -> usize {
-    (2 * rayon::current_num_threads()).clamp(2, MAX_TENANT_CONCURRENCY)
+    (2 * crate::runtime::cpu_pool().current_num_threads()).clamp(2, MAX_TENANT_CONCURRENCY)
 }
 
 /// What the tenants exported at once share.
-struct Budgets {
+struct Shared {
     /// Rendered rows one tenant's scan keeps in memory before spilling to the spool.
     buffer_bytes: usize,
     /// Bundle writes in flight (see [`PUBLISH_IO_CONCURRENCY`]).
     publish: Arc<tokio::sync::Semaphore>,
+    /// The READMEs' text that depends on the pipeline alone.
+    readme: Arc<render::Readme>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -697,7 +702,7 @@ async fn export_tenant(
     requests: Vec<Pending>,
     opts: &ExportOptions,
     export_id: &str,
-    budgets: Budgets,
+    shared: Shared,
     reporter: &dyn Reporter,
     timings: &mut Timings,
 ) -> Result<TenantExport> {
@@ -769,7 +774,7 @@ async fn export_tenant(
         &todo,
         opts.formats,
         spool,
-        budgets.buffer_bytes,
+        shared.buffer_bytes,
     )
     .await?;
     timings.scan_ms += t0.elapsed().as_millis() as u64;
@@ -791,9 +796,10 @@ async fn export_tenant(
     let outputs = ctx
         .out(tenant)
         .clone()
-        .with_budget(budgets.publish)
+        .with_budget(shared.publish)
         .deferred_sync();
     let outputs = &outputs;
+    let readme = &shared.readme;
     let staged =
         crate::runtime::for_each_bounded(todo.iter().enumerate(), PUBLISH_CONCURRENCY, |(i, r)| {
             let snapshot = snapshot.clone();
@@ -809,6 +815,7 @@ async fn export_tenant(
                     scanned,
                     start,
                     opts.formats,
+                    readme,
                     snapshot,
                 )
                 .await;
@@ -1076,25 +1083,32 @@ impl ScanState {
             .collect();
         let header = render::csv_header(ds);
         let (json_name, csv_name) = (format!("{}.jsonl", ds.name), format!("{}.csv", ds.name));
+        // A request's rows are rendered here and handed to its buffers in pieces of up to
+        // [`RENDER_PIECE`] bytes, rather than a buffer lookup per row and format.
+        let (mut json, mut csv) = (Vec::new(), Vec::new());
         for (req, rows) in split {
-            for (row, owned) in rows.rows.iter().zip(&rows.owned) {
+            let n = rows.rows.len();
+            for (k, (row, owned)) in rows.rows.iter().zip(&rows.owned).enumerate() {
                 let mut values = cells.row(at(*row));
                 if !owned {
                     matcher::mask_values(&mut values, &redact, &self.matcher, req);
                 }
                 if self.formats.json {
-                    let b = self.buffers.get(req, &json_name, &[]);
-                    let before = b.len();
-                    cells.json_line(&values, b);
-                    let added = b.len() - before;
-                    self.buffers.grew(&self.spool, req, &json_name, added)?;
+                    cells.json_line(&values, &mut json);
                 }
                 if self.formats.csv {
-                    let b = self.buffers.get(req, &csv_name, &header);
-                    let before = b.len();
-                    render::csv_line(&values, b);
-                    let added = b.len() - before;
-                    self.buffers.grew(&self.spool, req, &csv_name, added)?;
+                    render::csv_line(&values, &mut csv);
+                }
+                if k + 1 == n || json.len() + csv.len() >= RENDER_PIECE {
+                    for (name, head, piece) in [
+                        (&json_name, &[][..], &mut json),
+                        (&csv_name, &header[..], &mut csv),
+                    ] {
+                        if !piece.is_empty() {
+                            self.buffers.append(&self.spool, req, name, head, piece)?;
+                            piece.clear();
+                        }
+                    }
                 }
             }
             if self.formats.parquet {
@@ -1112,6 +1126,10 @@ impl ScanState {
         Ok(())
     }
 }
+
+/// Rendered rows collected before they go to a request's buffers: small next to a buffer's
+/// spill size, so memory stays bounded however many rows a person has in a file.
+const RENDER_PIECE: usize = 256 << 10;
 
 /// Every row some request has, ascending.
 fn taken_rows(split: &BTreeMap<ReqIdx, RequestRows>) -> Vec<IdxSize> {
@@ -1336,6 +1354,7 @@ async fn stage(
     scanned: &Scanned,
     first_generation: u32,
     formats: Formats,
+    readme: &Arc<render::Readme>,
     snapshot: SnapshotRef,
 ) -> Result<Staged> {
     let prefix = bundles_prefix(tenant);
@@ -1400,10 +1419,11 @@ async fn stage(
     };
     let encrypted = passphrase.is_some();
     let (request_id, base) = (r.request_id.clone(), r.base.clone());
+    let readme = Arc::clone(readme);
     let staged = if let Some(w) = outputs.in_place() {
         let pw = passphrase.clone();
         w.run(move |w| -> Result<Staged> {
-            let built = spool::assemble(&spool, req, pending, &p, formats, m)?;
+            let built = spool::assemble(&spool, req, pending, &p, formats, &readme, m)?;
             let readme = built.readme()?;
             let mut claimed = None;
             for g in generations {
@@ -1426,7 +1446,8 @@ async fn stage(
         })
         .await??
     } else {
-        let built = cpu(move || spool::assemble(&spool, req, pending, &p, formats, m)).await?;
+        let built =
+            cpu(move || spool::assemble(&spool, req, pending, &p, formats, &readme, m)).await?;
         let readme = Bytes::copy_from_slice(built.readme()?);
         let mut claimed = None;
         for g in generations {

@@ -337,6 +337,69 @@ pub struct BundleManifest {
 /// The README of a bundle: what each file and field means and why it is held, from the schema's
 /// dataset and column descriptions, categories and legal bases.
 pub fn readme(p: &Pipeline, m: &BundleManifest, redacted: &str) -> String {
+    Readme::new(p).render(p, m, redacted)
+}
+
+/// What a bundle's README holds that depends on the pipeline alone (each dataset's table of
+/// fields, most of its text), made once for the many bundles of an export.
+#[derive(Debug)]
+pub struct Readme {
+    fields: BTreeMap<String, String>,
+}
+
+impl Readme {
+    pub fn new(p: &Pipeline) -> Readme {
+        Readme {
+            fields: p
+                .tenant_datasets()
+                .map(|ds| (ds.name.clone(), fields_table(ds)))
+                .collect(),
+        }
+    }
+
+    /// The README of the bundle `m` describes (see [`readme`]).
+    pub fn render(&self, p: &Pipeline, m: &BundleManifest, redacted: &str) -> String {
+        readme_with(p, m, redacted, |ds| match self.fields.get(&ds.name) {
+            Some(t) => Cow::Borrowed(t.as_str()),
+            None => Cow::Owned(fields_table(ds)),
+        })
+    }
+}
+
+/// The table of a dataset's fields: name, type and meaning of each column.
+fn fields_table(ds: &Dataset) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "\n| field | type | meaning |\n|---|---|---|");
+    for c in ds.columns.values() {
+        let ty = match c.ty {
+            ColumnType::String => "text",
+            ColumnType::Int => "integer",
+            ColumnType::Float => "number",
+            ColumnType::Bool => "true/false",
+            ColumnType::Timestamp => "time (UTC)",
+            ColumnType::Date => "date",
+            ColumnType::ListString => "list of text",
+        };
+        let mut meaning = c.description.trim().to_string();
+        if let Some(kind) = &c.identifier {
+            let _ = write!(meaning, " (identifies a person by {kind})");
+        }
+        let _ = writeln!(
+            s,
+            "| `{}` | {ty} | {} |",
+            c.name,
+            meaning.replace('|', "\\|")
+        );
+    }
+    s
+}
+
+fn readme_with<'t>(
+    p: &'t Pipeline,
+    m: &BundleManifest,
+    redacted: &str,
+    fields: impl Fn(&'t Dataset) -> Cow<'t, str>,
+) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# Your data held by {}\n", m.tenant);
     let _ = writeln!(
@@ -469,28 +532,7 @@ pub fn readme(p: &Pipeline, m: &BundleManifest, redacted: &str) -> String {
                     .join(", ")
             );
         }
-        let _ = writeln!(s, "\n| field | type | meaning |\n|---|---|---|");
-        for c in ds.columns.values() {
-            let ty = match c.ty {
-                ColumnType::String => "text",
-                ColumnType::Int => "integer",
-                ColumnType::Float => "number",
-                ColumnType::Bool => "true/false",
-                ColumnType::Timestamp => "time (UTC)",
-                ColumnType::Date => "date",
-                ColumnType::ListString => "list of text",
-            };
-            let mut meaning = c.description.trim().to_string();
-            if let Some(kind) = &c.identifier {
-                let _ = write!(meaning, " (identifies a person by {kind})");
-            }
-            let _ = writeln!(
-                s,
-                "| `{}` | {ty} | {} |",
-                c.name,
-                meaning.replace('|', "\\|")
-            );
-        }
+        s.push_str(&fields(ds));
         let _ = writeln!(s);
     }
     s

@@ -143,6 +143,20 @@ impl Buffers {
             .or_insert_with(|| if fresh { header.to_vec() } else { Vec::new() })
     }
 
+    /// Appends rendered rows to a request's file (started with `header` when the file is new)
+    /// and spills what is due.
+    pub fn append(
+        &mut self,
+        spool: &Spool,
+        req: ReqIdx,
+        name: &str,
+        header: &[u8],
+        rows: &[u8],
+    ) -> Result<()> {
+        self.get(req, name, header).extend_from_slice(rows);
+        self.grew(spool, req, name, rows.len())
+    }
+
     /// Accounts for `added` bytes just written to a request's buffer and spills what is due.
     pub fn grew(&mut self, spool: &Spool, req: ReqIdx, name: &str, added: usize) -> Result<()> {
         self.total += added;
@@ -315,6 +329,7 @@ pub fn assemble(
     mut pending: BTreeMap<String, Spooled>,
     p: &Pipeline,
     formats: Formats,
+    readme: &render::Readme,
     mut m: BundleManifest,
 ) -> Result<Built> {
     // The request's spool directory exists only when something went to disk: creating (and
@@ -355,7 +370,7 @@ pub fn assemble(
         datasets.insert(ds.name.clone(), entry);
     }
     m.datasets = datasets;
-    let readme = render::readme(p, &m, super::REDACTED).into_bytes();
+    let readme = readme.render(p, &m, super::REDACTED).into_bytes();
     files.insert(0, ("README.md".into(), Content::Memory(readme)));
     m.files = files
         .iter()
@@ -547,6 +562,43 @@ fn assemble_parquet<W: Write + Send>(
 mod tests {
     use super::*;
     use std::io::Read;
+
+    #[test]
+    fn rendered_rows_spill_past_the_limit_and_keep_every_byte() {
+        let scratch = tempfile::tempdir().unwrap();
+        let spool = Spool::create(Some(scratch.path()), "t").unwrap();
+        let mut buffers = Buffers::with_budget(0);
+        // One person's history over SPILL_BYTES, in pieces as the scan renders them.
+        let mut want = b"h\r\n".to_vec();
+        for i in 0..20u8 {
+            let piece = vec![b'a' + i; 300 << 10];
+            buffers
+                .append(&spool, 0, "big.csv", b"h\r\n", &piece)
+                .unwrap();
+            want.extend_from_slice(&piece);
+        }
+        buffers
+            .append(&spool, 1, "small.csv", b"h\r\n", b"row\r\n")
+            .unwrap();
+        buffers
+            .append(&spool, 1, "small.csv", b"h\r\n", b"two\r\n")
+            .unwrap();
+        let mut requests = buffers.into_requests(2);
+        let mut got = fs::read(spool.dir(0).join("big.csv")).unwrap();
+        match requests[0].remove("big.csv").unwrap() {
+            Spooled::Tail(tail) => got.extend_from_slice(&tail),
+            Spooled::Spilled => {}
+            Spooled::Buffer(_) => panic!("a file over SPILL_BYTES stayed in memory"),
+        }
+        assert!(
+            got == want,
+            "the spilled file and its tail are the rows, header once"
+        );
+        match requests[1].remove("small.csv").unwrap() {
+            Spooled::Buffer(b) => assert_eq!(b, b"h\r\nrow\r\ntwo\r\n"),
+            _ => panic!("a small file is spilled only with the others, past the budget"),
+        }
+    }
 
     #[test]
     fn small_entries_are_stored_large_ones_deflated_and_all_read_back() {

@@ -125,8 +125,8 @@ where
 /// The CPU pool: Polars' own rayon pool (`POLARS_MAX_THREADS` threads), so Polars work inside a
 /// [`cpu`] job, and `par_iter`s there, run on the job's own pool. With a pool of lethe's own
 /// beside it, each job's Polars calls crossed to the other pool and waited there, and two pools
-/// of idle threads spun on the same few CPUs: `lethe run` took 13% longer on 2 CPUs, and an
-/// export 5%.
+/// of idle threads spun on the same few CPUs: `lethe run` took 8–15% longer on 2 CPUs, and an
+/// export (or its scan) about 5%.
 pub fn cpu_pool() -> &'static rayon::ThreadPool {
     &polars_core::runtime::THREAD_POOL
 }

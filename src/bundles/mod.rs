@@ -799,7 +799,7 @@ async fn export_tenant(
         .with_budget(shared.publish)
         .deferred_sync();
     let outputs = &outputs;
-    let readme = &shared.readme;
+    let readmes = &shared.readme;
     let staged =
         crate::runtime::for_each_bounded(todo.iter().enumerate(), PUBLISH_CONCURRENCY, |(i, r)| {
             let snapshot = snapshot.clone();
@@ -815,7 +815,7 @@ async fn export_tenant(
                     scanned,
                     start,
                     opts.formats,
-                    readme,
+                    readmes,
                     snapshot,
                 )
                 .await;
@@ -1354,7 +1354,7 @@ async fn stage(
     scanned: &Scanned,
     first_generation: u32,
     formats: Formats,
-    readme: &Arc<render::Readme>,
+    readmes: &Arc<render::Readme>,
     snapshot: SnapshotRef,
 ) -> Result<Staged> {
     let prefix = bundles_prefix(tenant);
@@ -1419,11 +1419,11 @@ async fn stage(
     };
     let encrypted = passphrase.is_some();
     let (request_id, base) = (r.request_id.clone(), r.base.clone());
-    let readme = Arc::clone(readme);
+    let readmes = Arc::clone(readmes);
     let staged = if let Some(w) = outputs.in_place() {
         let pw = passphrase.clone();
         w.run(move |w| -> Result<Staged> {
-            let built = spool::assemble(&spool, req, pending, &p, formats, &readme, m)?;
+            let built = spool::assemble(&spool, req, pending, &p, formats, &readmes, m)?;
             let readme = built.readme()?;
             let mut claimed = None;
             for g in generations {
@@ -1447,7 +1447,7 @@ async fn stage(
         .await??
     } else {
         let built =
-            cpu(move || spool::assemble(&spool, req, pending, &p, formats, &readme, m)).await?;
+            cpu(move || spool::assemble(&spool, req, pending, &p, formats, &readmes, m)).await?;
         let readme = Bytes::copy_from_slice(built.readme()?);
         let mut claimed = None;
         for g in generations {

@@ -394,6 +394,7 @@ fn fields_table(ds: &Dataset) -> String {
     s
 }
 
+/// The README of the bundle `m` describes, with each dataset's table of fields from `fields`.
 fn readme_with<'t>(
     p: &'t Pipeline,
     m: &BundleManifest,

@@ -759,14 +759,14 @@ async fn export_tenant(
     reporter.report(Event::Phase {
         name: format!("bundles: scan {tenant} for {} request(s)", todo.len()),
     });
-    let spool = Arc::new(Spool::create(
+    let spool = Arc::new(Spool::new(
         opts.scratch_dir.as_deref(),
         // Unique even when an export id is reused: a spool never mixes two exports.
         &format!(
             "{export_id}-{tenant}-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         ),
-    )?);
+    ));
     let scanned = scan(
         ctx,
         tenant,

@@ -41,30 +41,20 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error +
     }
 }
 
-/// A private scratch directory, removed on drop.
+/// A private scratch directory, created when something is first spooled (most exports spool
+/// nothing) and removed on drop.
 #[derive(Debug)]
 pub struct Spool {
     root: PathBuf,
 }
 
 impl Spool {
-    /// Creates `lethe-bundles-<id>` under `base` (the system temp dir by default).
-    pub fn create(base: Option<&Path>, id: &str) -> Result<Spool> {
+    /// The spool `lethe-bundles-<id>` under `base` (the system temp dir by default).
+    pub fn new(base: Option<&Path>, id: &str) -> Spool {
         let base = base.map_or_else(std::env::temp_dir, Path::to_path_buf);
-        let root = base.join(format!("lethe-bundles-{id}"));
-        let mut b = fs::DirBuilder::new();
-        b.recursive(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            b.mode(0o700);
+        Spool {
+            root: base.join(format!("lethe-bundles-{id}")),
         }
-        b.create(&root).map_err(|source| Error::Io {
-            op: "create the bundle scratch directory (set TMPDIR to a writable disk)",
-            path: root.clone(),
-            source,
-        })?;
-        Ok(Spool { root })
     }
 
     pub fn dir(&self, req: ReqIdx) -> PathBuf {
@@ -74,7 +64,7 @@ impl Spool {
     /// Appends `bytes` to a request's spool file.
     fn append(&self, req: ReqIdx, name: &str, bytes: &[u8]) -> Result<()> {
         let dir = self.dir(req);
-        fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        private_dir(&dir)?;
         let path = dir.join(name);
         let mut f = OpenOptions::new()
             .create(true)
@@ -88,7 +78,7 @@ impl Spool {
     /// is assembled from the chunks at the end.
     pub fn chunk(&self, req: ReqIdx, dataset: &str, df: &mut DataFrame) -> Result<()> {
         let dir = self.dir(req).join(format!("{dataset}.parts"));
-        fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        private_dir(&dir)?;
         let n = fs::read_dir(&dir).map_err(io("list", &dir))?.count();
         let path = dir.join(format!("{n:06}.arrow"));
         let f = File::create(&path).map_err(io("create", &path))?;
@@ -98,6 +88,23 @@ impl Spool {
             .finish(df)
             .map_err(|e| Error::internal(format!("spooling {dataset}: {e}")))
     }
+}
+
+/// Creates `dir` and its missing parents (the spool's root among them) readable by this user
+/// alone: spooled rows are personal data.
+fn private_dir(dir: &Path) -> Result<()> {
+    let mut b = fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir).map_err(|source| Error::Io {
+        op: "create the bundle scratch directory (set TMPDIR to a writable disk)",
+        path: dir.to_path_buf(),
+        source,
+    })
 }
 
 impl Drop for Spool {
@@ -349,7 +356,7 @@ pub fn assemble(
             let content = if name.ends_with(".parquet") {
                 let parts = dir.join(format!("{}.parts", ds.name));
                 let path = dir.join(name);
-                fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+                private_dir(&dir)?;
                 let f = File::create(&path).map_err(io("create", &path))?;
                 assemble_parquet(&parts, ds, p, f)?;
                 Content::File(path)
@@ -418,7 +425,7 @@ pub fn zip(
         Content::Memory(w.into_inner())
     } else {
         let path = b.dir.join("bundle.zip");
-        fs::create_dir_all(&b.dir).map_err(io("create", &b.dir))?;
+        private_dir(&b.dir)?;
         let f = File::create(&path).map_err(io("create", &path))?;
         let mut w = write_zip(io::BufWriter::new(f), &b.dir, &m, &b.files, passphrase)?;
         w.flush().map_err(io("write", &path))?;
@@ -566,7 +573,9 @@ mod tests {
     #[test]
     fn rendered_rows_spill_past_the_limit_and_keep_every_byte() {
         let scratch = tempfile::tempdir().unwrap();
-        let spool = Spool::create(Some(scratch.path()), "t").unwrap();
+        let spool = Spool::new(Some(scratch.path()), "t");
+        let root = scratch.path().join("lethe-bundles-t");
+        assert!(!root.exists(), "nothing spooled, no directory");
         let mut buffers = Buffers::with_budget(0);
         // One person's history over SPILL_BYTES, in pieces as the scan renders them.
         let mut want = b"h\r\n".to_vec();
@@ -584,6 +593,14 @@ mod tests {
             .append(&spool, 1, "small.csv", b"h\r\n", b"two\r\n")
             .unwrap();
         let mut requests = buffers.into_requests(2);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for dir in [&root, &spool.dir(0)] {
+                let mode = fs::metadata(dir).unwrap().permissions().mode();
+                assert_eq!(mode & 0o777, 0o700, "{}", dir.display());
+            }
+        }
         let mut got = fs::read(spool.dir(0).join("big.csv")).unwrap();
         match requests[0].remove("big.csv").unwrap() {
             Spooled::Tail(tail) => got.extend_from_slice(&tail),
@@ -598,6 +615,8 @@ mod tests {
             Spooled::Buffer(b) => assert_eq!(b, b"h\r\nrow\r\ntwo\r\n"),
             _ => panic!("a small file is spilled only with the others, past the budget"),
         }
+        drop(spool);
+        assert!(!root.exists(), "the spool is removed on drop");
     }
 
     #[test]

@@ -1534,7 +1534,7 @@ fn uploads(
 
 /// Commits staged bundles (`Err`: a bundle that failed earlier, reported as it is) by putting
 /// their manifests, create-if-absent. On a local batch every staged manifest is renamed into
-/// place in one blocking task; elsewhere each is one put.
+/// place in one task (see [`crate::storage::InPlace::run`]); elsewhere each is one put.
 async fn commit_bundles(
     outputs: &Location,
     tenant: &str,

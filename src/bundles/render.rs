@@ -359,10 +359,145 @@ impl Readme {
 
     /// The README of the bundle `m` describes (see [`readme`]).
     pub fn render(&self, p: &Pipeline, m: &BundleManifest, redacted: &str) -> String {
-        readme_with(p, m, redacted, |ds| match self.fields.get(&ds.name) {
-            Some(t) => Cow::Borrowed(t.as_str()),
-            None => Cow::Owned(fields_table(ds)),
-        })
+        let mut s = String::new();
+        let _ = writeln!(s, "# Your data held by {}\n", m.tenant);
+        let _ = writeln!(
+            s,
+            "This folder is the answer to your access request `{}`{}. It holds a copy of every record \
+             that **{}** (the controller of your data) keeps about you on the {} platform, found \
+             through every email address, phone number and id linked to you, as of {} (snapshot {}).\n",
+            m.request_id,
+            m.received_at
+                .as_deref()
+                .map(|r| format!(", received {}", &r[..r.len().min(10)]))
+                .unwrap_or_default(),
+            m.tenant,
+            p.name,
+            chrono::DateTime::parse_from_rfc3339(&m.snapshot.committed_at)
+                .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
+                .unwrap_or_else(|_| m.snapshot.committed_at.clone()),
+            m.snapshot.sequence,
+        );
+        let _ = writeln!(s, "**Result: {}.**\n", m.note);
+        if let Outcome::Erased { .. } = m.outcome {
+            let _ = writeln!(
+                s,
+                "Your data was erased at your request. Records that a legal obligation requires \
+                 us to keep are listed below with that obligation; everything else is gone.\n"
+            );
+        }
+        let _ = writeln!(s, "## Files\n");
+        let _ = writeln!(
+            s,
+            "Each kind of record held about you is in one file per format: `.jsonl` (JSON lines: \
+             one JSON object per line), `.csv` (comma-separated, header first; lists are written as \
+             JSON arrays) and, when asked for, `.parquet`. A kind of record with none about you may \
+             have no file (0 rows below). Times are UTC (RFC 3339). In the `.csv` files, a text \
+             that a spreadsheet would run as a formula (one starting with `=`, `+`, `-` or `@`) \
+             begins with an apostrophe (`'`), so opening the file runs nothing; the `.jsonl` files \
+             hold every value exactly. `manifest.json` lists every file with its SHA-256 checksum.\n"
+        );
+        let _ = writeln!(s, "| records | rows | files |\n|---|---:|---|");
+        let in_spec_order = p
+            .tenant_datasets()
+            .filter_map(|ds| Some((&ds.name, m.datasets.get(&ds.name)?)));
+        for (name, d) in in_spec_order {
+            let files = if d.files.is_empty() {
+                "none: no records about you".to_string()
+            } else {
+                d.files
+                    .iter()
+                    .map(|f| format!("`{f}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let _ = writeln!(s, "| {name} | {} | {files} |", d.rows);
+        }
+        let _ = writeln!(s);
+        for ds in p.tenant_datasets() {
+            let Some(d) = m.datasets.get(&ds.name) else {
+                continue;
+            };
+            let _ = writeln!(s, "## {}\n", ds.name);
+            let _ = writeln!(s, "{}\n", ds.description.trim());
+            if !ds.categories.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "- Categories of personal data: {}.",
+                    ds.categories.join(", ")
+                );
+            }
+            // What Art. 15 GDPR says a person is told: purposes, recipients, how long, and why.
+            let purpose = ds
+                .purpose
+                .as_deref()
+                .map(|p| p.trim().trim_end_matches('.'));
+            match (&ds.retain, purpose) {
+                (Some(basis), purpose) => {
+                    if let Some(purpose) = purpose {
+                        let _ = writeln!(s, "- Purpose: {purpose}.");
+                    }
+                    let _ = writeln!(
+                        s,
+                        "- Why it is kept: {}. This obligation applies even after an erasure request{}.",
+                        basis.trim().trim_end_matches('.'),
+                        ds.retain_months
+                            .map(|n| format!(", for {n} months"))
+                            .unwrap_or_default()
+                    );
+                }
+                (None, Some(purpose)) => {
+                    let _ = writeln!(s, "- Purpose: {purpose}.");
+                }
+                (None, None) => {
+                    let _ = writeln!(
+                        s,
+                        "- Purpose: to provide the service {} uses to talk to you.",
+                        m.tenant
+                    );
+                }
+            }
+            if ds.retain.is_none() {
+                let _ = writeln!(
+                    s,
+                    "- How long: {}; deleted earlier when you ask for erasure.",
+                    match (ds.retention_months, &ds.timestamp_column) {
+                        (Some(n), Some(ts)) => format!("{n} months after `{ts}`"),
+                        (Some(n), None) => format!("{n} months"),
+                        _ => "as long as its purpose needs".to_string(),
+                    }
+                );
+            }
+            if !ds.recipients.is_empty() {
+                let _ = writeln!(s, "- Recipients: {}.", ds.recipients.join(", "));
+            }
+            let _ = writeln!(s, "- Records about you: {}.", d.rows);
+            let redact_cols: Vec<&str> = ds
+                .identifier_columns()
+                .filter(|c| c.on_erase == Some(OnErase::Redact))
+                .map(|c| c.name.as_str())
+                .collect();
+            if !redact_cols.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "- In records you only received or were copied on ({} of them), other people's \
+                     values in {} are shown as `{redacted}`: those values are their personal data, \
+                     not yours.",
+                    d.shared_rows,
+                    redact_cols
+                        .iter()
+                        .map(|c| format!("`{c}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            match self.fields.get(&ds.name) {
+                Some(table) => s.push_str(table),
+                None => s.push_str(&fields_table(ds)),
+            }
+            let _ = writeln!(s);
+        }
+        s
     }
 }
 
@@ -390,151 +525,6 @@ fn fields_table(ds: &Dataset) -> String {
             c.name,
             meaning.replace('|', "\\|")
         );
-    }
-    s
-}
-
-/// The README of the bundle `m` describes, with each dataset's table of fields from `fields`.
-fn readme_with<'t>(
-    p: &'t Pipeline,
-    m: &BundleManifest,
-    redacted: &str,
-    fields: impl Fn(&'t Dataset) -> Cow<'t, str>,
-) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "# Your data held by {}\n", m.tenant);
-    let _ = writeln!(
-        s,
-        "This folder is the answer to your access request `{}`{}. It holds a copy of every record \
-         that **{}** (the controller of your data) keeps about you on the {} platform, found \
-         through every email address, phone number and id linked to you, as of {} (snapshot {}).\n",
-        m.request_id,
-        m.received_at
-            .as_deref()
-            .map(|r| format!(", received {}", &r[..r.len().min(10)]))
-            .unwrap_or_default(),
-        m.tenant,
-        p.name,
-        chrono::DateTime::parse_from_rfc3339(&m.snapshot.committed_at)
-            .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
-            .unwrap_or_else(|_| m.snapshot.committed_at.clone()),
-        m.snapshot.sequence,
-    );
-    let _ = writeln!(s, "**Result: {}.**\n", m.note);
-    if let Outcome::Erased { .. } = m.outcome {
-        let _ = writeln!(
-            s,
-            "Your data was erased at your request. Records that a legal obligation requires \
-             us to keep are listed below with that obligation; everything else is gone.\n"
-        );
-    }
-    let _ = writeln!(s, "## Files\n");
-    let _ = writeln!(
-        s,
-        "Each kind of record held about you is in one file per format: `.jsonl` (JSON lines: \
-         one JSON object per line), `.csv` (comma-separated, header first; lists are written as \
-         JSON arrays) and, when asked for, `.parquet`. A kind of record with none about you may \
-         have no file (0 rows below). Times are UTC (RFC 3339). In the `.csv` files, a text \
-         that a spreadsheet would run as a formula (one starting with `=`, `+`, `-` or `@`) \
-         begins with an apostrophe (`'`), so opening the file runs nothing; the `.jsonl` files \
-         hold every value exactly. `manifest.json` lists every file with its SHA-256 checksum.\n"
-    );
-    let _ = writeln!(s, "| records | rows | files |\n|---|---:|---|");
-    let in_spec_order = p
-        .tenant_datasets()
-        .filter_map(|ds| Some((&ds.name, m.datasets.get(&ds.name)?)));
-    for (name, d) in in_spec_order {
-        let files = if d.files.is_empty() {
-            "none: no records about you".to_string()
-        } else {
-            d.files
-                .iter()
-                .map(|f| format!("`{f}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let _ = writeln!(s, "| {name} | {} | {files} |", d.rows);
-    }
-    let _ = writeln!(s);
-    for ds in p.tenant_datasets() {
-        let Some(d) = m.datasets.get(&ds.name) else {
-            continue;
-        };
-        let _ = writeln!(s, "## {}\n", ds.name);
-        let _ = writeln!(s, "{}\n", ds.description.trim());
-        if !ds.categories.is_empty() {
-            let _ = writeln!(
-                s,
-                "- Categories of personal data: {}.",
-                ds.categories.join(", ")
-            );
-        }
-        // What Art. 15 GDPR says a person is told: purposes, recipients, how long, and why.
-        let purpose = ds
-            .purpose
-            .as_deref()
-            .map(|p| p.trim().trim_end_matches('.'));
-        match (&ds.retain, purpose) {
-            (Some(basis), purpose) => {
-                if let Some(purpose) = purpose {
-                    let _ = writeln!(s, "- Purpose: {purpose}.");
-                }
-                let _ = writeln!(
-                    s,
-                    "- Why it is kept: {}. This obligation applies even after an erasure request{}.",
-                    basis.trim().trim_end_matches('.'),
-                    ds.retain_months
-                        .map(|n| format!(", for {n} months"))
-                        .unwrap_or_default()
-                );
-            }
-            (None, Some(purpose)) => {
-                let _ = writeln!(s, "- Purpose: {purpose}.");
-            }
-            (None, None) => {
-                let _ = writeln!(
-                    s,
-                    "- Purpose: to provide the service {} uses to talk to you.",
-                    m.tenant
-                );
-            }
-        }
-        if ds.retain.is_none() {
-            let _ = writeln!(
-                s,
-                "- How long: {}; deleted earlier when you ask for erasure.",
-                match (ds.retention_months, &ds.timestamp_column) {
-                    (Some(n), Some(ts)) => format!("{n} months after `{ts}`"),
-                    (Some(n), None) => format!("{n} months"),
-                    _ => "as long as its purpose needs".to_string(),
-                }
-            );
-        }
-        if !ds.recipients.is_empty() {
-            let _ = writeln!(s, "- Recipients: {}.", ds.recipients.join(", "));
-        }
-        let _ = writeln!(s, "- Records about you: {}.", d.rows);
-        let redact_cols: Vec<&str> = ds
-            .identifier_columns()
-            .filter(|c| c.on_erase == Some(OnErase::Redact))
-            .map(|c| c.name.as_str())
-            .collect();
-        if !redact_cols.is_empty() {
-            let _ = writeln!(
-                s,
-                "- In records you only received or were copied on ({} of them), other people's \
-                 values in {} are shown as `{redacted}`: those values are their personal data, \
-                 not yours.",
-                d.shared_rows,
-                redact_cols
-                    .iter()
-                    .map(|c| format!("`{c}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
-        s.push_str(&fields(ds));
-        let _ = writeln!(s);
     }
     s
 }

@@ -141,17 +141,9 @@ impl Buffers {
         }
     }
 
-    /// The buffer of one request's file, started with `header` when the file is new.
-    pub fn get(&mut self, req: ReqIdx, name: &str, header: &[u8]) -> &mut Vec<u8> {
-        let key = (req, name.to_string());
-        let fresh = !self.spilled.contains(&key);
-        self.bufs
-            .entry(key)
-            .or_insert_with(|| if fresh { header.to_vec() } else { Vec::new() })
-    }
-
     /// Appends rendered rows to a request's file (started with `header` when the file is new)
-    /// and spills what is due.
+    /// and spills what is due: the file once it passes [`SPILL_BYTES`], every file once all
+    /// together pass the budget.
     pub fn append(
         &mut self,
         spool: &Spool,
@@ -160,15 +152,16 @@ impl Buffers {
         header: &[u8],
         rows: &[u8],
     ) -> Result<()> {
-        self.get(req, name, header).extend_from_slice(rows);
-        self.grew(spool, req, name, rows.len())
-    }
-
-    /// Accounts for `added` bytes just written to a request's buffer and spills what is due.
-    pub fn grew(&mut self, spool: &Spool, req: ReqIdx, name: &str, added: usize) -> Result<()> {
-        self.total += added;
         let key = (req, name.to_string());
-        if self.bufs.get(&key).is_some_and(|b| b.len() > SPILL_BYTES) {
+        let fresh = !self.spilled.contains(&key);
+        let buf = self
+            .bufs
+            .entry(key.clone())
+            .or_insert_with(|| if fresh { header.to_vec() } else { Vec::new() });
+        buf.extend_from_slice(rows);
+        let full = buf.len() > SPILL_BYTES;
+        self.total += rows.len();
+        if full {
             self.spill(spool, &key)?;
         }
         if self.total > self.budget {

@@ -408,8 +408,11 @@ pub fn zip(
     m.generation = generation;
     let total: u64 = m.files.iter().map(|f| f.size).sum();
     let zip = if total < ZIP_IN_MEMORY {
+        // Room for every file stored as it is plus the zip's headers: the buffer never grows
+        // (each growth copies it and touches fresh pages).
+        let room = total as usize + (b.files.len() + 2) * (2 * folder.len() + 256) + 4096;
         let w = write_zip(
-            io::Cursor::new(Vec::new()),
+            io::Cursor::new(Vec::with_capacity(room)),
             &b.dir,
             &m,
             &b.files,

@@ -130,7 +130,7 @@ pub async fn gc(p: Arc<Pipeline>, opts: GcOptions, reporter: &dyn Reporter) -> R
         }
     }
     // Access bundles past `bundle_days`: their data goes, their manifests stay (the record that
-    // the request was answered). A tenant under a legal hold keeps them whole.
+    // the request was answered), except what a legal hold covers (`holds_on_expired`).
     if let Some(days) = p.policies.bundle_days {
         let now_as_of = opts
             .as_of
@@ -146,13 +146,12 @@ pub async fn gc(p: Arc<Pipeline>, opts: GcOptions, reporter: &dyn Reporter) -> R
             ));
         }
         for (t, expired) in by_tenant {
-            if let Some(h) = ctx.active_holds(t).first() {
-                report
-                    .held
-                    .extend(expired.iter().map(|o| (o.path.clone(), h.id.clone())));
-                continue;
-            }
-            for o in expired {
+            let holds = ctx.active_holds(t);
+            for (o, held) in crate::bundles::holds_on_expired(t, expired, &holds) {
+                if let Some(id) = held {
+                    report.held.push((o.path, id));
+                    continue;
+                }
                 report.bytes += o.size;
                 if !opts.dry_run {
                     ctx.out(t).delete(&o.path).await?;

@@ -421,6 +421,52 @@ pub async fn expired_objects(
         .collect())
 }
 
+/// Which legal hold, if any, keeps each of `tenant`'s expired bundle objects
+/// ([`expired_objects`]). A hold on the whole tenant keeps them all, and so does one on a person:
+/// a bundle names its requester only by a keyed hash of the identifier they asked with, which
+/// cannot tell whether the held person is the requester or only appears in the bundle. A hold on
+/// a dataset keeps that dataset's files of every bundle and the zips that hold them too; the
+/// other datasets' files expire.
+pub fn holds_on_expired(
+    tenant: &str,
+    expired: Vec<ObjectInfo>,
+    holds: &[&crate::spec::Hold],
+) -> Vec<(ObjectInfo, Option<String>)> {
+    if let Some(h) = holds
+        .iter()
+        .find(|h| h.identifier.is_some() || h.dataset.is_none())
+    {
+        return expired
+            .into_iter()
+            .map(|o| (o, Some(h.id.clone())))
+            .collect();
+    }
+    let prefix = bundles_prefix(tenant);
+    // `<folder>/<dataset>.<ext>`: the hold on that dataset.
+    let hold_of = |path: &str| -> Option<(String, String)> {
+        let (folder, file) = path.strip_prefix(&prefix)?.split_once('/')?;
+        let dataset = file.split('.').next()?;
+        let h = holds
+            .iter()
+            .find(|h| h.dataset.as_deref() == Some(dataset))?;
+        Some((folder.to_string(), h.id.clone()))
+    };
+    let zips: HashMap<String, String> = expired
+        .iter()
+        .filter_map(|o| hold_of(&o.path))
+        .map(|(folder, id)| (format!("{prefix}{folder}.zip"), id))
+        .collect();
+    expired
+        .into_iter()
+        .map(|o| {
+            let held = hold_of(&o.path)
+                .map(|(_, id)| id)
+                .or_else(|| zips.get(&o.path).cloned());
+            (o, held)
+        })
+        .collect()
+}
+
 /// What already exists under a tenant's bundles, from one listing.
 #[derive(Debug, Default)]
 struct Folders {
@@ -1694,6 +1740,69 @@ mod tests {
         assert_eq!(parse_folder("R1~3"), ("R1", 3));
         assert_eq!(parse_folder("R1"), ("R1", 1));
         assert_eq!(parse_folder("R1~x"), ("R1~x", 1));
+    }
+
+    #[test]
+    fn a_dataset_hold_keeps_that_datasets_files_and_their_zips() {
+        let info = |path: &str| ObjectInfo {
+            path: path.into(),
+            size: 1,
+            last_modified: chrono::Utc::now(),
+            e_tag: None,
+        };
+        let hold = |id: &str, dataset: Option<&str>, person: bool| crate::spec::Hold {
+            id: id.into(),
+            reason: "case".into(),
+            tenant: "t1".into(),
+            dataset: dataset.map(str::to_string),
+            identifier: person.then(|| ("email".into(), "a@b.example".into())),
+            expires: None,
+        };
+        let p = bundles_prefix("t1");
+        let expired: Vec<ObjectInfo> = [
+            "R1/README.md",
+            "R1/calls.jsonl",
+            "R1/calls.csv",
+            "R1/emails.jsonl",
+            "R1.zip",
+            "R2/README.md",
+            "R2/emails.jsonl",
+            "R2.zip",
+        ]
+        .iter()
+        .map(|f| info(&format!("{p}{f}")))
+        .collect();
+        let held = |holds: &[&crate::spec::Hold]| -> Vec<(String, Option<String>)> {
+            holds_on_expired("t1", expired.clone(), holds)
+                .into_iter()
+                .map(|(o, h)| (o.path.strip_prefix(&p).unwrap_or_default().to_string(), h))
+                .collect()
+        };
+        let calls = hold("CASE-1", Some("calls"), false);
+        let by = |f: &str, h: Option<&str>| (f.to_string(), h.map(str::to_string));
+        assert_eq!(
+            held(&[&calls]),
+            vec![
+                by("R1/README.md", None),
+                by("R1/calls.jsonl", Some("CASE-1")),
+                by("R1/calls.csv", Some("CASE-1")),
+                by("R1/emails.jsonl", None),
+                by("R1.zip", Some("CASE-1")),
+                by("R2/README.md", None),
+                by("R2/emails.jsonl", None),
+                by("R2.zip", None),
+            ]
+        );
+        assert!(held(&[]).iter().all(|(_, h)| h.is_none()));
+        for whole in [hold("T", None, false), hold("P", Some("calls"), true)] {
+            assert!(
+                held(&[&calls, &whole])
+                    .iter()
+                    .all(|(_, h)| h.as_deref() == Some(&whole.id)),
+                "{}",
+                whole.id
+            );
+        }
     }
 
     #[test]

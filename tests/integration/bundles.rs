@@ -868,6 +868,56 @@ fn bundles_on_local_disk() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains(".zip"), "{}", text(&o));
     assert_eq!(bundle_files(&out), all, "a dry run deletes nothing");
+    // A legal hold on one dataset of the tenant keeps that dataset's files of its expired
+    // bundles, and the zips that hold them too; everything else expires as usual.
+    let held_ds = std::fs::read_dir(bundles.join(&r.request_id))
+        .unwrap()
+        .find_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().to_string();
+            name.strip_suffix(".jsonl").map(str::to_string)
+        })
+        .expect("a dataset file in the bundle");
+    let holds = tmp.path().join("holds.yaml");
+    std::fs::write(
+        &holds,
+        format!(
+            "- id: CASE-9\n  reason: a test\n  tenant: {}\n  dataset: {held_ds}\n",
+            r.tenant
+        ),
+    )
+    .unwrap();
+    let o = lethe(&["gc", spec, "--as-of", &later], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("(legal hold CASE-9)"), "{}", text(&o));
+    let dir = bundles.join(&r.request_id);
+    for kept in [
+        dir.join(format!("{held_ds}.jsonl")),
+        dir.join(format!("{held_ds}.csv")),
+        bundles.join(format!("{}.zip", r.request_id)),
+        dir.join("manifest.json"),
+    ] {
+        assert!(kept.exists(), "{} kept under the hold", kept.display());
+    }
+    assert!(!dir.join("README.md").exists(), "not held: expired");
+    let tenant_bundles = out.join(format!("tenants/{}/bundles", r.tenant));
+    for (f, _, _) in bundle_files(&out) {
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        let in_cut = f.to_string_lossy().contains(&format!("{}~2", r.request_id));
+        // A zip stays only beside a folder that kept a file of the held dataset.
+        let held = f.starts_with(&tenant_bundles)
+            && (name.starts_with(&format!("{held_ds}."))
+                || name.ends_with(".zip")
+                    && f.with_extension("")
+                        .join(format!("{held_ds}.jsonl"))
+                        .exists());
+        assert!(
+            name == "manifest.json" || in_cut || held,
+            "{} survived its retention",
+            f.display()
+        );
+    }
+    // Lifted, the hold keeps nothing: the next gc deletes the rest.
+    std::fs::write(&holds, "[]\n").unwrap();
     let o = lethe(&["gc", spec, "--as-of", &later], &[]);
     assert!(o.status.success(), "{}", text(&o));
     let left = bundle_files(&out);

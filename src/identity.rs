@@ -421,7 +421,8 @@ fn signature(t: &[u8], lowercase: bool) -> Option<usize> {
             .enumerate()
             .fold(0, |w, (j, c)| w | u64::from(*c) << (8 * j)));
     }
-    (high & 0x8080_8080_8080_8080 == 0).then(|| (h.wrapping_mul(K) >> 48) as usize % SIGNATURE_BITS)
+    (high & 0x8080_8080_8080_8080 == 0)
+        .then(|| (h.wrapping_mul(K) >> (64 - SIGNATURE_BITS.trailing_zeros())) as usize)
 }
 
 impl Prefilter {
@@ -471,14 +472,7 @@ impl Prefilter {
             Prefilter::All => true,
             Prefilter::Phone(tails) => may_be_wanted_phone(tails, raw),
             Prefilter::Exact(e) => {
-                let b = raw.as_bytes();
-                let ws = |c: &u8| matches!(c, b'\t'..=b'\r' | b' ');
-                // Most values have nothing to trim: two bytes tell.
-                let t = if b.first().is_some_and(ws) || b.last().is_some_and(ws) {
-                    trim_ascii_ws(b)
-                } else {
-                    b
-                };
+                let t = trim_ascii_ws(raw.as_bytes());
                 // Non-ASCII values always pass (their normalization is Unicode's).
                 let Some(sig) = signature(t, e.lowercase) else {
                     return true;

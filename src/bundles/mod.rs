@@ -352,6 +352,16 @@ fn bundles_prefix(tenant: &str) -> String {
     format!("{}/bundles/", commit::tenant_prefix(tenant))
 }
 
+/// The bundle folder an object under `prefix` (see [`bundles_prefix`]) belongs to, and its file
+/// name in the folder: files inside `<folder>/`, and the zip `<folder>.zip` beside it (`None`).
+fn bundle_object<'a>(prefix: &str, path: &'a str) -> Option<(&'a str, Option<&'a str>)> {
+    let rest = path.strip_prefix(prefix)?;
+    match rest.split_once('/') {
+        Some((folder, file)) => Some((folder, Some(file))),
+        None => rest.strip_suffix(".zip").map(|folder| (folder, None)),
+    }
+}
+
 /// The objects `lethe gc` deletes from `tenant`'s bundles kept `days` (the retention policy's
 /// `bundle_days`): every file and the zip of each answered bundle generated more than `days`
 /// before `now`, but not its manifest, which holds no personal data and stays as the record that
@@ -367,14 +377,10 @@ pub async fn expired_objects(
     let prefix = bundles_prefix(tenant);
     let listed = out.list(&prefix).await?;
     let cutoff = now - chrono::Duration::days(i64::from(days));
-    // The bundle folder an object belongs to, and whether it is the folder's manifest: files
-    // inside `<folder>/`, and the zip `<folder>.zip` beside it.
+    // The bundle folder an object belongs to, and whether it is the folder's manifest.
     let folder_of = |o: &ObjectInfo| -> Option<(String, bool)> {
-        let rest = o.path.strip_prefix(&prefix)?;
-        match rest.split_once('/') {
-            Some((folder, file)) => Some((folder.to_string(), file == MANIFEST_FILE)),
-            None => rest.strip_suffix(".zip").map(|f| (f.to_string(), false)),
-        }
+        bundle_object(&prefix, &o.path)
+            .map(|(folder, file)| (folder.to_string(), file == Some(MANIFEST_FILE)))
     };
     let with_data: BTreeSet<String> = listed
         .iter()
@@ -442,29 +448,34 @@ pub fn holds_on_expired(
             .collect();
     }
     let prefix = bundles_prefix(tenant);
-    // `<folder>/<dataset>.<ext>`: the hold on that dataset.
-    let hold_of = |path: &str| -> Option<(String, String)> {
-        let (folder, file) = path.strip_prefix(&prefix)?.split_once('/')?;
-        let dataset = file.split('.').next()?;
-        let h = holds
-            .iter()
-            .find(|h| h.dataset.as_deref() == Some(dataset))?;
-        Some((folder.to_string(), h.id.clone()))
-    };
-    let zips: HashMap<String, String> = expired
+    let objects: Vec<Option<(&str, Option<&str>)>> = expired
         .iter()
-        .filter_map(|o| hold_of(&o.path))
-        .map(|(folder, id)| (format!("{prefix}{folder}.zip"), id))
+        .map(|o| bundle_object(&prefix, &o.path))
         .collect();
-    expired
-        .into_iter()
-        .map(|o| {
-            let held = hold_of(&o.path)
-                .map(|(_, id)| id)
-                .or_else(|| zips.get(&o.path).cloned());
-            (o, held)
+    // `<folder>/<dataset>.<ext>` is held by a hold on its dataset.
+    let file_hold = |object: &Option<(&str, Option<&str>)>| {
+        let dataset = object.as_ref()?.1?.split('.').next()?;
+        holds
+            .iter()
+            .find(|h| h.dataset.as_deref() == Some(dataset))
+            .map(|h| h.id.as_str())
+    };
+    // `<folder>.zip` holds the folder's files, so it stays with any of them.
+    let zip_holds: HashMap<&str, &str> = objects
+        .iter()
+        .filter_map(|object| Some((object.as_ref()?.0, file_hold(object)?)))
+        .collect();
+    let held: Vec<Option<String>> = objects
+        .iter()
+        .map(|object| {
+            match object {
+                Some((folder, None)) => zip_holds.get(folder).copied(),
+                _ => file_hold(object),
+            }
+            .map(str::to_string)
         })
-        .collect()
+        .collect();
+    expired.into_iter().zip(held).collect()
 }
 
 /// What already exists under a tenant's bundles, from one listing.
@@ -480,10 +491,8 @@ impl Folders {
     fn from_listing(listed: &[ObjectInfo], prefix: &str) -> Folders {
         let mut f = Folders::default();
         for o in listed {
-            let Some(rest) = o.path.strip_prefix(prefix) else {
-                continue;
-            };
-            let Some((folder, file)) = rest.split_once('/') else {
+            // Folders are claimed by their files; a zip beside one says nothing more.
+            let Some((folder, Some(file))) = bundle_object(prefix, &o.path) else {
                 continue;
             };
             let (base, g) = parse_folder(folder);

@@ -137,6 +137,37 @@ pub async fn append(p: &Pipeline, outputs: &Location, tenant: &str, entry: &Entr
     })
 }
 
+/// Whether `tenant`'s log holds a record of `run_id`'s `stage` made at or after `since`. Reads
+/// records from the newest back, stopping at the first made before `since`: a record is
+/// appended after everything it names, so one for work begun at `since` cannot be older.
+pub async fn recorded(
+    outputs: &Location,
+    tenant: &str,
+    run_id: &str,
+    stage: &str,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Result<bool> {
+    for (n, path) in chain(outputs, tenant).await?.into_iter().rev() {
+        let bytes = outputs.get(&path).await?;
+        let rec: EvidenceRecord = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::bad_data(
+                outputs.url_for(&path),
+                format!("evidence record {n} is unreadable: {e}"),
+                "run `lethe evidence verify`; restore the record from versioning",
+            )
+        })?;
+        if rec.run_id == run_id && rec.stage == stage {
+            return Ok(true);
+        }
+        let made = chrono::DateTime::parse_from_rfc3339(&rec.recorded_at)
+            .map(|d| d.with_timezone(&chrono::Utc));
+        if made.is_ok_and(|m| m < since) {
+            break;
+        }
+    }
+    Ok(false)
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct EvidenceReport {
     pub tenants: usize,
@@ -198,6 +229,11 @@ async fn verify_location(
             continue;
         }
         report.tenants += 1;
+        for export_id in crate::bundles::unrecorded_exports(outputs, &t).await? {
+            report.problems.push(format!(
+                "tenant {t}: bundles export {export_id} committed may not be recorded yet (its evidence append failed, or it is still running): the next `lethe export` records them"
+            ));
+        }
         let live: std::collections::BTreeSet<String> = match commit::latest(outputs, &t).await? {
             Some(m) => m
                 .datasets

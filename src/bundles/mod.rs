@@ -17,6 +17,8 @@
 //! tenants/<tenant>/bundles/<request>/<dataset>.jsonl|.csv  (|.parquet on request)
 //! tenants/<tenant>/bundles/<request>/manifest.json         written last: the bundle's commit
 //! tenants/<tenant>/bundles/<request>.zip                   the folder, with a copy of the manifest
+//! tenants/<tenant>/bundles/_unrecorded-<export id>.json    only while an export's record is not
+//!                                                          in the evidence log (see [`unrecorded`])
 //! ```
 //!
 //! A bundle is complete once its `manifest.json` exists; it is put with create-if-absent after
@@ -28,6 +30,7 @@
 mod matcher;
 mod render;
 mod spool;
+mod unrecorded;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -513,6 +516,19 @@ fn micros_to_rfc3339(us: i64) -> Option<String> {
     chrono::DateTime::from_timestamp_micros(us).map(|d| d.to_rfc3339())
 }
 
+/// Exports whose bundles of `tenant` may be committed but not recorded in the evidence log (see
+/// [`unrecorded`]): the next export records them.
+pub async fn unrecorded_exports(out: &Location, tenant: &str) -> Result<Vec<String>> {
+    let prefix = bundles_prefix(tenant);
+    Ok(out
+        .list(&prefix)
+        .await?
+        .iter()
+        .filter_map(|o| unrecorded::export_of(&prefix, &o.path))
+        .map(str::to_string)
+        .collect())
+}
+
 /// `lethe export`: answers pending access requests (or a one-off subject) for every tenant.
 pub async fn export(
     p: Arc<Pipeline>,
@@ -780,7 +796,19 @@ async fn export_tenant(
         });
     }
     let prefix = bundles_prefix(tenant);
-    let folders = Folders::from_listing(&ctx.out(tenant).list(&prefix).await?, &prefix);
+    let listed = ctx.out(tenant).list(&prefix).await?;
+    // Bundles an earlier export committed but could not record are recorded first.
+    unrecorded::recover(
+        &ctx.pipeline,
+        ctx.out(tenant),
+        tenant,
+        &prefix,
+        &listed,
+        export_id,
+        reporter,
+    )
+    .await?;
+    let folders = Folders::from_listing(&listed, &prefix);
     let mut reports = Vec::new();
     let mut todo = Vec::new();
     for r in requests {
@@ -878,10 +906,32 @@ async fn export_tenant(
             }
         })
         .await?;
+    // Before any manifest is committed: what is about to be recorded (see [`unrecorded`]),
+    // made durable with the bundles' files, and deleted once the evidence log has it.
+    let inputs = snapshot_inputs(&ctx.pipeline, &manifest);
+    let intent = unrecorded::Unrecorded {
+        format: unrecorded::FORMAT,
+        export_id: export_id.to_string(),
+        created_at: chrono::Utc::now().to_rfc3339(),
+        snapshot_sequence: manifest.sequence,
+        inputs: inputs.clone(),
+        bundles: staged
+            .iter()
+            .filter_map(|s| s.as_ref().ok())
+            .map(|s| s.evidence.clone())
+            .collect(),
+    };
+    let intent_path = unrecorded::path(&prefix, export_id);
+    let wrote_intent = !intent.bundles.is_empty();
+    if wrote_intent {
+        outputs.put(&intent_path, intent.encode()?).await?;
+    }
     outputs.sync().await?;
     let mut published = commit_bundles(outputs, tenant, staged).await?;
+    let mut durable = true;
     if let Err(e) = outputs.sync().await {
         // Not known to be durable: reported failed (a rerun finds them answered, or redoes them).
+        durable = false;
         for (b, ev) in &mut published {
             if ev.take().is_some() {
                 *b = failed(&b.request_id, &e);
@@ -900,70 +950,96 @@ async fn export_tenant(
         out.requests.push(b);
     }
     out.requests.sort_by(|a, b| a.request_id.cmp(&b.request_id));
-    if !evidence.is_empty()
-        && let Err(e) = record_evidence(ctx, tenant, &manifest, export_id, evidence).await
+    let mut recorded = true;
+    if !evidence.is_empty() {
+        let entry = evidence_entry(export_id, inputs, manifest.sequence, evidence, None);
+        if let Err(e) =
+            crate::evidence::append(&ctx.pipeline, ctx.out(tenant), tenant, &entry).await
+        {
+            recorded = false;
+            let message = format!(
+                "bundles written but not recorded in the evidence log: {e} (the next export records them)"
+            );
+            reporter.report(Event::Warning {
+                message: format!("tenant {tenant}: {message}"),
+            });
+            out.status = TenantExportStatus::Failed;
+            out.error = Some(message);
+            out.exit_code = Some(e.exit_code());
+        }
+    }
+    // Kept when anything committed may be unrecorded: the next export settles it.
+    if wrote_intent
+        && durable
+        && recorded
+        && let Err(e) = ctx.out(tenant).delete(&intent_path).await
     {
-        let message = format!("bundles written but not recorded in the evidence log: {e}");
         reporter.report(Event::Warning {
-            message: format!("tenant {tenant}: {message}"),
+            message: format!(
+                "tenant {tenant}: bundles recorded, but {} stays ({e}); the next export deletes it",
+                ctx.out(tenant).url_for(&intent_path)
+            ),
         });
-        out.status = TenantExportStatus::Failed;
-        out.error = Some(message);
-        out.exit_code = Some(e.exit_code());
     }
     Ok(out)
 }
 
 /// What the evidence log keeps of one committed bundle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct BundleEvidence {
     request: crate::evidence::RequestEvidence,
+    /// The manifest first, then the zip.
     files: Vec<crate::evidence::EvidenceFile>,
     rows: u64,
 }
 
-/// One evidence record per tenant and export: the snapshot files read, each bundle's manifest
-/// and zip with their checksums (the manifest holds every other file's), and per request its id
-/// and keyed identifier hash. No personal data.
-async fn record_evidence(
-    ctx: &Context,
-    tenant: &str,
-    manifest: &Manifest,
-    export_id: &str,
-    bundles: Vec<BundleEvidence>,
-) -> Result<u64> {
-    use crate::evidence::{Entry, EvidenceFile};
-    let inputs = ctx
-        .pipeline
-        .tenant_datasets()
+/// The snapshot files of `manifest` an export reads: the evidence record's inputs.
+fn snapshot_inputs(p: &Pipeline, manifest: &Manifest) -> Vec<crate::evidence::EvidenceFile> {
+    p.tenant_datasets()
         .filter_map(|ds| manifest.datasets.get(&ds.name))
         .flat_map(|e| &e.files)
-        .map(|f| EvidenceFile {
+        .map(|f| crate::evidence::EvidenceFile {
             location: "outputs".into(),
             path: f.path.clone(),
             size: f.size,
             sha256: Some(f.sha256.clone()),
         })
-        .collect();
-    let summary = serde_json::json!({
-        "snapshot_sequence": manifest.sequence,
+        .collect()
+}
+
+/// One evidence record per tenant and export: the snapshot files read, each bundle's manifest
+/// and zip with their checksums (the manifest holds every other file's), and per request its id
+/// and keyed identifier hash. No personal data. `recorded_by`: the later export that records
+/// them, when their own export could not (see [`unrecorded`]).
+fn evidence_entry(
+    export_id: &str,
+    inputs: Vec<crate::evidence::EvidenceFile>,
+    snapshot_sequence: u64,
+    bundles: Vec<BundleEvidence>,
+    recorded_by: Option<&str>,
+) -> crate::evidence::Entry {
+    let mut summary = serde_json::json!({
+        "snapshot_sequence": snapshot_sequence,
         "bundles_written": bundles.len(),
         "rows": bundles.iter().map(|b| b.rows).sum::<u64>(),
     });
+    if let Some(by) = recorded_by {
+        summary["recorded_late_by"] = by.into();
+    }
     let mut outputs = Vec::new();
     let mut requests = Vec::new();
     for b in bundles {
         outputs.extend(b.files);
         requests.push(b.request);
     }
-    let entry = Entry {
+    crate::evidence::Entry {
         run_id: export_id.to_string(),
         stage: "bundles".into(),
         inputs,
         outputs,
         requests,
         summary,
-    };
-    crate::evidence::append(&ctx.pipeline, ctx.out(tenant), tenant, &entry).await
+    }
 }
 
 /// Reads and decodes one snapshot file, checking it against the manifest first (a bundle must
@@ -1383,6 +1459,8 @@ struct Staged {
     /// The manifest as committed (on local disk already written beside it, as
     /// [`MANIFEST_PENDING`]).
     body: Bytes,
+    /// What the evidence log keeps of it once committed.
+    evidence: BundleEvidence,
 }
 
 /// Where a bundle's manifest is staged on local disk until its commit renames it.
@@ -1553,15 +1631,57 @@ impl Staged {
     ) -> Result<Staged> {
         let body = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| Error::internal(format!("bundle manifest encoding: {e}")))?;
+        let (dir, zip) = (format!("{prefix}{folder}"), format!("{prefix}{folder}.zip"));
+        let body = Bytes::from(body);
+        let evidence = bundle_evidence(&request_id, &dir, &zip, &manifest, &body);
         Ok(Staged {
             request_id,
-            dir: format!("{prefix}{folder}"),
-            zip: format!("{prefix}{folder}.zip"),
+            dir,
+            zip,
             generation,
             outcome,
             manifest,
-            body: Bytes::from(body),
+            body,
+            evidence,
         })
+    }
+}
+
+/// What the evidence log keeps of a bundle once committed: its manifest (`body`, as committed)
+/// and zip with their checksums, the request and the rows it holds.
+fn bundle_evidence(
+    request_id: &str,
+    dir: &str,
+    zip: &str,
+    manifest: &BundleManifest,
+    body: &[u8],
+) -> BundleEvidence {
+    let mut files = vec![crate::evidence::EvidenceFile {
+        location: "outputs".into(),
+        path: format!("{}/{MANIFEST_FILE}", dir),
+        size: body.len() as u64,
+        sha256: Some(sha256_hex(body)),
+    }];
+    if let Some(z) = &manifest.zip {
+        files.push(crate::evidence::EvidenceFile {
+            location: "outputs".into(),
+            path: zip.to_string(),
+            size: z.size,
+            sha256: Some(z.sha256.clone()),
+        });
+    }
+    BundleEvidence {
+        request: crate::evidence::RequestEvidence {
+            request_id: request_id.to_string(),
+            kind: "access".into(),
+            identifier_hash: manifest.identifier_hash.clone(),
+            applied_in: format!(
+                "bundle {} from snapshot manifest {}",
+                dir, manifest.snapshot.sequence
+            ),
+        },
+        files,
+        rows: manifest.datasets.values().map(|d| d.rows).sum(),
     }
 }
 
@@ -1644,61 +1764,25 @@ async fn commit_bundles(
 /// A staged bundle's report and evidence once the put of its manifest returned `won` (`false`:
 /// another writer committed that folder first).
 fn committed(tenant: &str, staged: Staged, won: bool) -> Result<(BundleReport, BundleEvidence)> {
-    let Staged {
-        request_id,
-        dir,
-        zip,
-        generation,
-        outcome,
-        manifest: built,
-        body,
-    } = staged;
     if !won {
         return Err(Error::CommitConflict {
             tenant: tenant.to_string(),
-            message: format!("bundle {dir} was committed by another writer"),
+            message: format!("bundle {} was committed by another writer", staged.dir),
         });
     }
-    let manifest_sha256 = sha256_hex(&body);
-    let manifest_size = body.len() as u64;
-    let mut b = BundleReport::new(&request_id, BundleStatus::Written);
-    b.path = Some(dir.clone());
-    b.zip = Some(zip.clone());
-    b.generation = Some(generation);
-    b.outcome = Some(outcome);
-    b.rows = built
+    let ev = staged.evidence;
+    let mut b = BundleReport::new(&staged.request_id, BundleStatus::Written);
+    b.rows = staged
+        .manifest
         .datasets
         .iter()
         .map(|(k, d)| (k.clone(), d.rows))
         .collect();
-    let mut files = vec![crate::evidence::EvidenceFile {
-        location: "outputs".into(),
-        path: format!("{dir}/{MANIFEST_FILE}"),
-        size: manifest_size,
-        sha256: Some(manifest_sha256.clone()),
-    }];
-    if let Some(z) = &built.zip {
-        files.push(crate::evidence::EvidenceFile {
-            location: "outputs".into(),
-            path: zip.clone(),
-            size: z.size,
-            sha256: Some(z.sha256.clone()),
-        });
-    }
-    let ev = BundleEvidence {
-        request: crate::evidence::RequestEvidence {
-            request_id,
-            kind: "access".into(),
-            identifier_hash: built.identifier_hash.clone(),
-            applied_in: format!(
-                "bundle {dir} from snapshot manifest {}",
-                built.snapshot.sequence
-            ),
-        },
-        files,
-        rows: b.rows.values().sum(),
-    };
-    b.manifest_sha256 = Some(manifest_sha256);
+    b.manifest_sha256 = ev.files.first().and_then(|f| f.sha256.clone());
+    b.path = Some(staged.dir);
+    b.zip = Some(staged.zip);
+    b.generation = Some(staged.generation);
+    b.outcome = Some(staged.outcome);
     Ok((b, ev))
 }
 

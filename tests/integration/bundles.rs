@@ -965,6 +965,127 @@ fn bundles_on_local_disk() {
     assert_eq!(bundle_files(&out), left, "expired bundles are not redone");
 }
 
+/// Bundles committed while the evidence log cannot be written are recorded by the next export
+/// (under the first export's id), not skipped as answered and forgotten.
+#[test]
+fn bundles_whose_evidence_failed_are_recorded_by_the_next_export() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    small_sample(&data, 23);
+    let out = tmp.path().join("out");
+    let spec = write_pipeline(
+        tmp.path(),
+        &data.join("exports").display().to_string(),
+        &data.join("ledger").display().to_string(),
+        &out.display().to_string(),
+    );
+    let spec = spec.to_str().unwrap();
+    let o = lethe(&["run", spec], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let access: Vec<LedgerRow> = ledger(&data.join("ledger"))
+        .into_iter()
+        .filter(|r| r.kind == "access" && tenants(&data).contains(&r.tenant))
+        .collect();
+    let tenant = access
+        .first()
+        .expect("the sample has access requests")
+        .tenant
+        .clone();
+    let wanted: BTreeSet<&str> = access
+        .iter()
+        .filter(|r| r.tenant == tenant)
+        .map(|r| r.request_id.as_str())
+        .collect();
+    let log = out.join(format!("evidence/tenant={tenant}"));
+    let bundle_records = || -> Vec<Value> {
+        walk(&log)
+            .iter()
+            .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+            .filter(|v: &Value| v["stage"] == "bundles")
+            .collect()
+    };
+    let leftovers = || -> Vec<PathBuf> {
+        walk(&out)
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains("_unrecorded-"))
+            .collect()
+    };
+    // The next record's name taken by a directory: every append of this tenant fails.
+    let next = walk(&log).len() + 1;
+    let blocker = log.join(format!("{next:010}.json"));
+    std::fs::create_dir_all(&blocker).unwrap();
+
+    let o = lethe(&["export", spec], &[]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("not recorded in the evidence log"),
+        "{}",
+        text(&o)
+    );
+    assert!(bundle_records().is_empty());
+    let bundles = out.join(format!("tenants/{tenant}/bundles"));
+    for id in &wanted {
+        assert!(bundles.join(id).join("manifest.json").is_file(), "{id}");
+    }
+    let left = leftovers();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].starts_with(&bundles), "{left:?}");
+    let first_export = left[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .trim_start_matches("_unrecorded-")
+        .trim_end_matches(".json")
+        .to_string();
+    let kept = std::fs::read_to_string(&left[0]).unwrap();
+    assert!(!kept.contains('@'), "no addresses in it");
+    // gc leaves it alone, with the bundles.
+    let o = lethe(&["gc", spec, "--dry-run", "--as-of", "2030-01-01"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains("_unrecorded-"), "{}", text(&o));
+
+    // The log writable again, `evidence verify` names the gap; the next export answers nothing
+    // new, and records them.
+    std::fs::remove_dir(&blocker).unwrap();
+    let o = lethe(&["evidence", "verify", spec], &[]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains(&first_export), "{}", text(&o));
+    let o = lethe(&["export", spec], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("committed without recording them"),
+        "{}",
+        text(&o)
+    );
+    let records = bundle_records();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let r = &records[0];
+    assert_eq!(r["run_id"], first_export.as_str());
+    assert!(r["summary"]["recorded_late_by"].is_string(), "{r}");
+    let ids: BTreeSet<&str> = r["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["request_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, wanted);
+    // Each bundle's manifest and zip, as they are on disk.
+    let files = r["outputs"].as_array().unwrap();
+    assert_eq!(files.len(), 2 * wanted.len(), "{r}");
+    for f in files {
+        let bytes = std::fs::read(out.join(f["path"].as_str().unwrap())).unwrap();
+        assert_eq!(f["sha256"].as_str(), Some(sha256(&bytes).as_str()), "{f}");
+    }
+    assert!(leftovers().is_empty());
+
+    // Recorded once: a third export adds nothing, and the log verifies.
+    let o = lethe(&["export", spec], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(bundle_records().len(), 1);
+    let o = lethe(&["evidence", "verify", spec], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
 #[test]
 fn bundles_on_s3() {
     let prefix = common::unique("bundles");
@@ -1003,6 +1124,11 @@ fn bundles_on_s3() {
     // Download the outputs' bundles and check them like local ones.
     let local = tmp.path().join("mirror");
     let listed = rt.block_on(dest.list("out/tenants/")).unwrap();
+    // The record of what was about to be committed is gone once the evidence log has it.
+    assert!(
+        !listed.iter().any(|o| o.path.contains("_unrecorded-")),
+        "{listed:?}"
+    );
     for o in listed.iter().filter(|o| o.path.contains("/bundles/")) {
         let bytes = rt.block_on(dest.get(&o.path)).unwrap();
         let p = local.join(o.path.strip_prefix("out/").unwrap());

@@ -58,7 +58,7 @@ use crate::parquet_io::Opened;
 use crate::report::{Event, Reporter};
 use crate::runtime::cpu;
 use crate::spec::{Dataset, Pipeline};
-use crate::storage::{Location, ObjectInfo, Source};
+use crate::storage::{InPlace, Location, ObjectInfo, Source};
 use spool::Spool;
 
 pub const BUNDLE_FORMAT: u32 = 1;
@@ -882,30 +882,35 @@ async fn export_tenant(
         .with_budget(shared.publish)
         .deferred_sync();
     let outputs = &outputs;
-    let readmes = &shared.readme;
-    let staged =
-        crate::runtime::for_each_bounded(todo.iter().enumerate(), PUBLISH_CONCURRENCY, |(i, r)| {
-            let snapshot = snapshot.clone();
-            let scanned = &scanned;
-            let start = folders.used.get(&r.base).map_or(1, |g| g + 1);
-            async move {
-                let res = stage(
-                    ctx,
-                    outputs,
-                    tenant,
-                    r,
-                    i as ReqIdx,
-                    scanned,
-                    start,
-                    opts.formats,
-                    readmes,
-                    snapshot,
-                )
-                .await;
-                Ok::<_, Error>(res.map_err(|e| failed(&r.request_id, &e)))
-            }
+    let now = chrono::Utc::now();
+    let prepared: Vec<Prepared> = todo
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let first = folders.used.get(&r.base).map_or(1, |g| g + 1);
+            prepare(
+                ctx,
+                tenant,
+                r,
+                i as ReqIdx,
+                &scanned,
+                first,
+                snapshot.clone(),
+                now,
+            )
         })
-        .await?;
+        .collect();
+    let staged = stage_all(
+        ctx,
+        outputs,
+        tenant,
+        &prefix,
+        prepared,
+        &scanned.spool,
+        opts.formats,
+        &shared.readme,
+    )
+    .await?;
     // Before any manifest is committed: what is about to be recorded (see [`unrecorded`]),
     // made durable with the bundles' files, and deleted once the evidence log has it.
     let inputs = snapshot_inputs(&ctx.pipeline, &manifest);
@@ -1469,29 +1474,34 @@ const MANIFEST_PENDING: &str = "manifest.json.pending";
 /// Generations tried for a request's folder before giving up.
 const MAX_GENERATIONS: u32 = 100;
 
-/// Assembles a bundle, claims a folder for it and writes its files; [`commit_bundles`] commits
-/// it once the files are durable.
-///
-/// The folder is claimed by creating its README first (create-if-absent): an unfinished
-/// folder may be a crashed attempt or a concurrent export, so it is skipped, never reused. On a
-/// local batch ([`Location::in_place`]) all of it (assembling, claiming, zipping, writing, and
-/// staging the manifest) is one task on the CPU pool; elsewhere each step is its own task and
-/// each object its own put.
+/// One request's bundle before it is staged: everything [`stage_in_place`] and [`stage_remote`]
+/// need, owned, so a tenant's bundles can be staged together on the CPU pool.
+struct Prepared {
+    req: ReqIdx,
+    request_id: String,
+    base: String,
+    /// The first generation free for the request's folder.
+    first_generation: u32,
+    outcome: Outcome,
+    manifest: BundleManifest,
+    /// The request's rendered rows still in memory (the rest is in the spool).
+    pending: BTreeMap<String, spool::Spooled>,
+    /// Encrypted delivery: the zip's passphrase, kept apart from the bundle (out of band).
+    passphrase: Option<String>,
+}
+
+/// The manifest of request `req`'s bundle (files and zip still to come) and what it is made of.
 #[allow(clippy::too_many_arguments)]
-async fn stage(
+fn prepare(
     ctx: &Context,
-    outputs: &Location,
     tenant: &str,
     r: &Pending,
     req: ReqIdx,
     scanned: &Scanned,
     first_generation: u32,
-    formats: Formats,
-    readmes: &Arc<render::Readme>,
     snapshot: SnapshotRef,
-) -> Result<Staged> {
-    let prefix = bundles_prefix(tenant);
-    let now = chrono::Utc::now();
+    now: chrono::DateTime<chrono::Utc>,
+) -> Prepared {
     let i = req as usize;
     let stats = scanned.stats[i].clone();
     let rows: u64 = stats.values().map(|d| d.rows).sum();
@@ -1503,8 +1513,8 @@ async fn stage(
         (None, 0) => Outcome::NotFound,
         (None, _) => Outcome::Data,
     };
-    let p = ctx.pipeline.clone();
-    let m = BundleManifest {
+    let p = &ctx.pipeline;
+    let manifest = BundleManifest {
         format: BUNDLE_FORMAT,
         engine_version: env!("CARGO_PKG_VERSION").into(),
         request_id: r.request_id.clone(),
@@ -1524,100 +1534,217 @@ async fn stage(
         files: Vec::new(),
         zip: None,
     };
-    let spool = scanned.spool.clone();
     let pending = scanned
         .pending
         .get(i)
         .map(|m| std::mem::take(&mut *m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)))
         .unwrap_or_default();
-    // Encrypted delivery: a passphrase per request, kept apart from the bundle (out of band).
-    let passphrase = p
-        .policies
-        .bundle_passphrases
-        .as_ref()
-        .map(|_| new_passphrase());
-    let no_folder = {
-        let (tenant, request_id) = (tenant.to_string(), r.request_id.clone());
-        move || Error::CommitConflict {
-            tenant,
-            message: format!(
-                "no free bundle folder for request {request_id} after {MAX_GENERATIONS} generations"
-            ),
+    Prepared {
+        req,
+        request_id: r.request_id.clone(),
+        base: r.base.clone(),
+        first_generation,
+        outcome,
+        manifest,
+        pending,
+        passphrase: p
+            .policies
+            .bundle_passphrases
+            .as_ref()
+            .map(|_| new_passphrase()),
+    }
+}
+
+/// The error when every generation of `request_id`'s folder is taken.
+fn no_folder(tenant: &str, request_id: &str) -> Error {
+    Error::CommitConflict {
+        tenant: tenant.to_string(),
+        message: format!(
+            "no free bundle folder for request {request_id} after {MAX_GENERATIONS} generations"
+        ),
+    }
+}
+
+/// The README of the folder of generation `g`: creating it claims the folder.
+fn claim_path(prefix: &str, base: &str, g: u32) -> String {
+    format!("{prefix}{}/README.md", folder_name(base, g))
+}
+
+/// What a tenant's bundles share while they are staged.
+struct StageShared<'a> {
+    tenant: &'a str,
+    prefix: &'a str,
+    pipeline: &'a Pipeline,
+    spool: &'a Spool,
+    formats: Formats,
+    readmes: &'a render::Readme,
+}
+
+/// Stages one bundle on a local batch ([`Location::in_place`]), synchronously: assembles it,
+/// claims a folder (its README created with `O_EXCL`: an unfinished folder may be a crashed
+/// attempt or a concurrent export, so it is skipped, never reused), zips it, writes its files
+/// in place and stages its manifest beside them. [`commit_bundles`] commits it once the files
+/// are durable. A tenant's bundles are staged by one task on the CPU pool, in parallel there.
+fn stage_in_place(w: &InPlace, sh: &StageShared, j: Prepared) -> Result<Staged> {
+    let built = spool::assemble(
+        sh.spool,
+        j.req,
+        j.pending,
+        sh.pipeline,
+        sh.formats,
+        sh.readmes,
+        j.manifest,
+    )?;
+    let readme = built.readme()?;
+    let mut claimed = None;
+    for g in j.first_generation..=j.first_generation + MAX_GENERATIONS {
+        if w.create_new(&claim_path(sh.prefix, &j.base, g), readme)? {
+            claimed = Some(g);
+            break;
         }
-    };
-    let generations = first_generation..=first_generation + MAX_GENERATIONS;
-    let claim_path = {
-        let (prefix, base) = (prefix.clone(), r.base.clone());
-        move |g: u32| format!("{prefix}{}/README.md", folder_name(&base, g))
-    };
+    }
+    let generation = claimed.ok_or_else(|| no_folder(sh.tenant, &j.request_id))?;
+    let folder = folder_name(&j.base, generation);
+    let (zip, manifest) = spool::zip(&built, &folder, generation, j.passphrase.as_deref())?;
+    let staged = Staged::new(
+        j.request_id,
+        sh.prefix,
+        &folder,
+        generation,
+        j.outcome,
+        manifest,
+    )?;
+    let mut files = uploads(built, zip, &staged, j.passphrase.is_some());
+    files.push((
+        format!("{}/{MANIFEST_PENDING}", staged.dir),
+        Source::Memory(staged.body.clone()),
+    ));
+    w.write(files)?;
+    Ok(staged)
+}
+
+/// Stages one bundle on an object store: as [`stage_in_place`], each step its own task and
+/// each object its own put.
+#[allow(clippy::too_many_arguments)]
+async fn stage_remote(
+    outputs: &Location,
+    tenant: &str,
+    prefix: &str,
+    j: Prepared,
+    spool: Arc<Spool>,
+    p: Arc<Pipeline>,
+    formats: Formats,
+    readmes: Arc<render::Readme>,
+) -> Result<Staged> {
+    let Prepared {
+        req,
+        request_id,
+        base,
+        first_generation,
+        outcome,
+        manifest,
+        pending,
+        passphrase,
+    } = j;
+    let built =
+        cpu(move || spool::assemble(&spool, req, pending, &p, formats, &readmes, manifest)).await?;
+    let readme = Bytes::copy_from_slice(built.readme()?);
+    let mut claimed = None;
+    for g in first_generation..=first_generation + MAX_GENERATIONS {
+        if outputs
+            .put_if_absent(&claim_path(prefix, &base, g), readme.clone())
+            .await?
+        {
+            claimed = Some(g);
+            break;
+        }
+    }
+    let generation = claimed.ok_or_else(|| no_folder(tenant, &request_id))?;
+    let folder = folder_name(&base, generation);
     let encrypted = passphrase.is_some();
-    let (request_id, base) = (r.request_id.clone(), r.base.clone());
-    let readmes = Arc::clone(readmes);
-    let staged = if let Some(w) = outputs.in_place() {
-        let pw = passphrase.clone();
-        w.run(move |w| -> Result<Staged> {
-            let built = spool::assemble(&spool, req, pending, &p, formats, &readmes, m)?;
-            let readme = built.readme()?;
-            let mut claimed = None;
-            for g in generations {
-                if w.create_new(&claim_path(g), readme)? {
-                    claimed = Some(g);
-                    break;
-                }
-            }
-            let generation = claimed.ok_or_else(no_folder)?;
-            let folder = folder_name(&base, generation);
-            let (zip, manifest) = spool::zip(&built, &folder, generation, pw.as_deref())?;
-            let staged = Staged::new(request_id, &prefix, &folder, generation, outcome, manifest)?;
-            let mut files = uploads(built, zip, &staged, encrypted);
-            files.push((
-                format!("{}/{MANIFEST_PENDING}", staged.dir),
-                Source::Memory(staged.body.clone()),
-            ));
-            w.write(files)?;
-            Ok(staged)
-        })
-        .await??
-    } else {
-        let built =
-            cpu(move || spool::assemble(&spool, req, pending, &p, formats, &readmes, m)).await?;
-        let readme = Bytes::copy_from_slice(built.readme()?);
-        let mut claimed = None;
-        for g in generations {
-            if outputs
-                .put_if_absent(&claim_path(g), readme.clone())
-                .await?
-            {
-                claimed = Some(g);
-                break;
-            }
-        }
-        let generation = claimed.ok_or_else(no_folder)?;
-        let folder = folder_name(&base, generation);
-        let (pw, f) = (passphrase.clone(), folder.clone());
-        let (built, zip, manifest) = cpu(move || {
-            spool::zip(&built, &f, generation, pw.as_deref()).map(|(z, m)| (built, z, m))
-        })
+    let f = folder.clone();
+    let (built, zip, manifest) = cpu(move || {
+        spool::zip(&built, &f, generation, passphrase.as_deref()).map(|(z, m)| (built, z, m))
+    })
+    .await?;
+    let staged = Staged::new(request_id, prefix, &folder, generation, outcome, manifest)?;
+    // The folder's files and the zip at once: only the manifest has to wait for all of them.
+    outputs
+        .put_unpublished(uploads(built, zip, &staged, encrypted), UPLOAD_CONCURRENCY)
         .await?;
-        let staged = Staged::new(request_id, &prefix, &folder, generation, outcome, manifest)?;
-        // The folder's files and the zip at once: only the manifest has to wait for all of them.
-        outputs
-            .put_unpublished(uploads(built, zip, &staged, encrypted), UPLOAD_CONCURRENCY)
-            .await?;
-        staged
+    Ok(staged)
+}
+
+/// Stages every prepared bundle of a tenant (see [`stage_in_place`], [`stage_remote`]), then
+/// writes the passphrase of each encrypted one, before any is committed (a committed bundle
+/// always has its passphrase). A bundle that fails is its request's failed report.
+#[allow(clippy::too_many_arguments)]
+async fn stage_all(
+    ctx: &Context,
+    outputs: &Location,
+    tenant: &str,
+    prefix: &str,
+    prepared: Vec<Prepared>,
+    spool: &Arc<Spool>,
+    formats: Formats,
+    readmes: &Arc<render::Readme>,
+) -> Result<Vec<std::result::Result<Staged, BundleReport>>> {
+    let keys: Vec<(String, String, Option<String>)> = prepared
+        .iter()
+        .map(|j| (j.request_id.clone(), j.base.clone(), j.passphrase.clone()))
+        .collect();
+    let staged: Vec<Result<Staged>> = if let Some(w) = outputs.in_place() {
+        let (tenant, prefix) = (tenant.to_string(), prefix.to_string());
+        let (p, spool, readmes) = (ctx.pipeline.clone(), Arc::clone(spool), Arc::clone(readmes));
+        w.run(move |w| {
+            use rayon::prelude::*;
+            let sh = StageShared {
+                tenant: &tenant,
+                prefix: &prefix,
+                pipeline: &p,
+                spool: &spool,
+                formats,
+                readmes: &readmes,
+            };
+            prepared
+                .into_par_iter()
+                .map(|j| stage_in_place(w, &sh, j))
+                .collect()
+        })
+        .await?
+    } else {
+        crate::runtime::for_each_bounded(prepared, PUBLISH_CONCURRENCY, |j| {
+            let (spool, p, readmes) =
+                (Arc::clone(spool), ctx.pipeline.clone(), Arc::clone(readmes));
+            async move {
+                Ok::<_, Error>(
+                    stage_remote(outputs, tenant, prefix, j, spool, p, formats, readmes).await,
+                )
+            }
+        })
+        .await?
     };
     let p = &ctx.pipeline;
-    if let (Some(url), Some(pw)) = (&p.policies.bundle_passphrases, &passphrase) {
-        // Written before the bundle is committed: a committed bundle always has its passphrase.
-        let loc = crate::storage::Location::parse(url, &p.base_dir)?;
-        let folder = folder_name(&r.base, staged.generation);
-        loc.put(
-            &format!("tenant={tenant}/{folder}.txt"),
-            Bytes::from(format!("{pw}\n")),
-        )
-        .await?;
+    let mut out = Vec::with_capacity(staged.len());
+    for (s, (request_id, base, passphrase)) in staged.into_iter().zip(keys) {
+        let s = match (s, &p.policies.bundle_passphrases, passphrase) {
+            (Ok(s), Some(url), Some(pw)) => {
+                let put = async {
+                    let loc = crate::storage::Location::parse(url, &p.base_dir)?;
+                    let folder = folder_name(&base, s.generation);
+                    loc.put(
+                        &format!("tenant={tenant}/{folder}.txt"),
+                        Bytes::from(format!("{pw}\n")),
+                    )
+                    .await
+                };
+                put.await.map(|()| s)
+            }
+            (s, _, _) => s,
+        };
+        out.push(s.map_err(|e| failed(&request_id, &e)));
     }
-    Ok(staged)
+    Ok(out)
 }
 
 impl Staged {

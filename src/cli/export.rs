@@ -72,19 +72,29 @@ pub fn exec(a: Args, reporter: &dyn Reporter) -> Result<i32, Error> {
         }
         return Ok(exit::OK);
     }
-    println!("export {} of pipeline {}", r.export_id, r.pipeline);
+    // The table is printed in one write: a thousand bundles are a thousand lines.
+    use std::fmt::Write as _;
+    let mut table = String::new();
+    let _ = writeln!(table, "export {} of pipeline {}", r.export_id, r.pipeline);
     if r.demo_key {
-        println!(
+        let _ = writeln!(
+            table,
             "WARNING: the public demo HMAC key is in use; set the key variable before production use"
         );
     }
-    println!(
+    let _ = writeln!(
+        table,
         "{:<20} {:<28} {:<16} {:<10} {:>7}  path",
         "tenant", "request", "status", "outcome", "rows"
     );
     for t in &r.tenants {
         if let Some(e) = &t.error {
-            println!("{:<20} FAILED: {}", t.tenant, e.replace('\n', "\n  "));
+            let _ = writeln!(
+                table,
+                "{:<20} FAILED: {}",
+                t.tenant,
+                e.replace('\n', "\n  ")
+            );
         }
         for b in &t.requests {
             let status = match b.status {
@@ -98,7 +108,8 @@ pub fn exec(a: Args, reporter: &dyn Reporter) -> Result<i32, Error> {
                 Some(Outcome::NotFound) => "not found",
                 None => "",
             };
-            println!(
+            let _ = writeln!(
+                table,
                 "{:<20} {:<28} {:<16} {:<10} {:>7}  {}",
                 t.tenant,
                 b.request_id,
@@ -108,11 +119,12 @@ pub fn exec(a: Args, reporter: &dyn Reporter) -> Result<i32, Error> {
                 b.path.as_deref().unwrap_or("")
             );
             if let Some(e) = &b.error {
-                println!("  error: {}", e.replace('\n', "\n  "));
+                let _ = writeln!(table, "  error: {}", e.replace('\n', "\n  "));
             }
         }
     }
-    println!(
+    let _ = writeln!(
+        table,
         "bundles: {} written, {} already answered, {} failed ({} ms; summed over tenants: scan {} ms, publish {} ms)",
         r.count(BundleStatus::Written),
         r.count(BundleStatus::AlreadyAnswered),
@@ -121,6 +133,7 @@ pub fn exec(a: Args, reporter: &dyn Reporter) -> Result<i32, Error> {
         r.timings.scan_ms,
         r.timings.publish_ms
     );
+    print!("{table}");
     if let Some(path) = &a.report {
         super::write_json(path, &r)?;
     }

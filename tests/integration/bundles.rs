@@ -11,7 +11,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::common;
-use crate::pipeline::{lethe, small_sample, text, write_pipeline};
+use crate::pipeline::{lethe, setup, small_sample, text, write_pipeline};
 
 /// Identifier columns of the helpdesk schemas: (column, kind, list?, on_erase is `redact`?).
 fn ident_cols(dataset: &str) -> &'static [(&'static str, &'static str, bool, bool)] {
@@ -969,22 +969,14 @@ fn bundles_on_local_disk() {
 /// (under the first export's id), not skipped as answered and forgotten.
 #[test]
 fn bundles_whose_evidence_failed_are_recorded_by_the_next_export() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    small_sample(&data, 23);
-    let out = tmp.path().join("out");
-    let spec = write_pipeline(
-        tmp.path(),
-        &data.join("exports").display().to_string(),
-        &data.join("ledger").display().to_string(),
-        &out.display().to_string(),
-    );
-    let spec = spec.to_str().unwrap();
+    let s = setup(23);
+    let (data, out) = (&s.data, s.dir.join("out"));
+    let spec = s.spec.to_str().unwrap();
     let o = lethe(&["run", spec], &[]);
     assert!(o.status.success(), "{}", text(&o));
     let access: Vec<LedgerRow> = ledger(&data.join("ledger"))
         .into_iter()
-        .filter(|r| r.kind == "access" && tenants(&data).contains(&r.tenant))
+        .filter(|r| r.kind == "access" && tenants(data).contains(&r.tenant))
         .collect();
     let tenant = access
         .first()

@@ -19,12 +19,21 @@ use polars::prelude::*;
 
 use crate::error::{Error, Result};
 
+/// The largest dictionary a non-identifier column keeps: past it the column's values are written
+/// plain. A column of mostly distinct values (message bodies, ids, timestamps) gains nothing from
+/// a dictionary, and every reader of a dictionary page decodes all of it, even to take a few rows
+/// (`Opened::take`); columns of few values (a status, a channel) keep theirs. Identifier columns
+/// keep their whole dictionaries: an export matches each distinct value once. Measured on the
+/// bundle benchmark's snapshot (4 interleaved rounds): files 6% smaller, the scan unchanged, an
+/// export of 1,000 bundles 3% faster than with whole dictionaries (16 KiB: 2%).
+const PLAIN_ABOVE_DICTIONARY_BYTES: usize = 4 * 1024;
+
 /// How to write one file.
 #[derive(Debug, Clone)]
 pub struct WriteOptions {
     pub zstd_level: i32,
     pub row_group_rows: usize,
-    /// Top-level columns that get bloom filters (identifier columns).
+    /// Top-level columns that get bloom filters and keep whole dictionaries (identifier columns).
     pub bloom_columns: Vec<String>,
     /// Extra footer metadata (dataset, tenant, engine version).
     pub metadata: Vec<(String, String)>,
@@ -134,17 +143,19 @@ pub fn write_parquet(df: &mut DataFrame, opts: &WriteOptions) -> Result<Bytes> {
     let rows = df.height().max(1) as u64;
     for leaf in descr.columns() {
         let path = leaf.path();
-        if path
+        let cp = ColumnPath::new(path.parts().to_vec());
+        let identifier = path
             .parts()
             .first()
-            .is_some_and(|p| opts.bloom_columns.iter().any(|b| b == p))
-        {
-            let cp = ColumnPath::new(path.parts().to_vec());
-            props = props
+            .is_some_and(|p| opts.bloom_columns.iter().any(|b| b == p));
+        props = if identifier {
+            props
                 .set_column_bloom_filter_enabled(cp.clone(), true)
                 .set_column_bloom_filter_fpp(cp.clone(), 0.01)
-                .set_column_bloom_filter_max_ndv(cp, rows.min(opts.row_group_rows as u64));
-        }
+                .set_column_bloom_filter_max_ndv(cp, rows.min(opts.row_group_rows as u64))
+        } else {
+            props.set_column_dictionary_page_size_limit(cp, PLAIN_ABOVE_DICTIONARY_BYTES)
+        };
     }
     if let Some(k) = &opts.encryption {
         let enc = parquet::encryption::encrypt::FileEncryptionProperties::builder(k.key.to_vec())
@@ -601,6 +612,70 @@ mod tests {
         let rg = meta.metadata().row_group(0);
         assert!(rg.column(0).bloom_filter_offset().is_some());
         assert!(read_parquet(Bytes::from_static(b"PAR1garbagePAR1"), "bad").is_err());
+    }
+
+    /// Identifier columns keep whole dictionaries; another column of mostly distinct values goes
+    /// plain past a small dictionary, and one of few values keeps its dictionary.
+    #[test]
+    fn only_identifier_columns_keep_large_dictionaries() {
+        use parquet::basic::Encoding;
+        use parquet::file::reader::FileReader;
+        let n = 3000;
+        let mut df = df!(
+            "email" => (0..n).map(|i| format!("person-{i}@example.com")).collect::<Vec<_>>(),
+            "body" => (0..n).map(|i| format!("message number {i}")).collect::<Vec<_>>(),
+            "status" => (0..n).map(|i| ["open", "closed"][i % 2]).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let opts = WriteOptions {
+            encryption: None,
+            zstd_level: 3,
+            row_group_rows: 4096,
+            bloom_columns: vec!["email".into()],
+            metadata: vec![],
+        };
+        let bytes = write_parquet(&mut df, &opts).unwrap();
+        let reader =
+            parquet::file::serialized_reader::SerializedFileReader::new(bytes.clone()).unwrap();
+        // Per column: the encodings of its data pages.
+        let data_pages = |i: usize| -> Vec<Encoding> {
+            use parquet::column::page::{Page, PageReader};
+            let rg = reader.get_row_group(0).unwrap();
+            let mut pages = rg.get_column_page_reader(i).unwrap();
+            let mut out = Vec::new();
+            while let Some(page) = pages.get_next_page().unwrap() {
+                if let Page::DataPage { encoding, .. } | Page::DataPageV2 { encoding, .. } = page {
+                    out.push(encoding);
+                }
+            }
+            out
+        };
+        let dictionary_only =
+            |e: &[Encoding]| !e.is_empty() && e.iter().all(|e| *e == Encoding::RLE_DICTIONARY);
+        assert!(
+            dictionary_only(&data_pages(0)),
+            "identifier: {:?}",
+            data_pages(0)
+        );
+        assert!(
+            data_pages(1).contains(&Encoding::PLAIN),
+            "distinct values past the limit: {:?}",
+            data_pages(1)
+        );
+        assert!(
+            dictionary_only(&data_pages(2)),
+            "few values: {:?}",
+            data_pages(2)
+        );
+        // Both readers read the mixed pages back whole.
+        let back = read_parquet(bytes.clone(), "mem").unwrap();
+        assert!(back.equals(&df));
+        let opened = Opened::open(bytes, "mem").unwrap();
+        let rows = opened.take(&[0, 1500, 2999], &[]).unwrap();
+        assert_eq!(
+            rows.column("body").unwrap().str().unwrap().get(2),
+            Some("message number 2999")
+        );
     }
 
     /// A file whose footer reads but whose data does not is a data error naming the file, from

@@ -196,9 +196,11 @@ lethe_env() {
 }
 
 snapshot=$work/snapshot
-# Made again when the dataset, the ledger or the pipeline (spec and schemas) changes: an export
-# from a snapshot of another spec version works, but warns for every tenant.
+# Made again when the dataset, the ledger, the pipeline (spec and schemas) or the binary changes:
+# an export from a snapshot of another spec version works, but warns for every tenant, and the
+# binary's Parquet writer decides the files' layout, which the scan and the export read.
 snapshot_key="$want $(cat pipelines/helpdesk.yaml schemas/helpdesk/*.yaml | sha256sum | cut -c1-16)"
+snapshot_key="$snapshot_key $(sha256sum "$lethe" | cut -c1-16)"
 if [ ! -f "$snapshot/.bench-done" ] || [ "$(cat "$snapshot/.bench-done")" != "$snapshot_key" ]; then
   say "snapshot: lethe run"
   rm -rf "$snapshot"

@@ -231,7 +231,7 @@ async fn verify_location(
         report.tenants += 1;
         for export_id in crate::bundles::unrecorded_exports(outputs, &t).await? {
             report.problems.push(format!(
-                "tenant {t}: bundles export {export_id} committed may not be recorded yet (its evidence append failed, or it is still running): the next `lethe export` records them"
+                "tenant {t}: bundles that export {export_id} committed may not be recorded yet (its evidence append failed, or it is still running): the next `lethe export` records them"
             ));
         }
         let live: std::collections::BTreeSet<String> = match commit::latest(outputs, &t).await? {

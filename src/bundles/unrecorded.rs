@@ -226,7 +226,7 @@ mod tests {
     }
 
     #[test]
-    fn committed_bundles_are_recorded_and_others_writers_are_not() {
+    fn committed_bundles_are_recorded_and_other_writers_are_not() {
         let u = record("2026-12-01T10:00:00Z");
         let committed: HashMap<String, String> = [
             ("b/A/manifest.json".to_string(), "a1".to_string()),

@@ -639,7 +639,7 @@ mod tests {
             parquet::file::serialized_reader::SerializedFileReader::new(bytes.clone()).unwrap();
         // Per column: the encodings of its data pages.
         let data_pages = |i: usize| -> Vec<Encoding> {
-            use parquet::column::page::{Page, PageReader};
+            use parquet::column::page::Page;
             let rg = reader.get_row_group(0).unwrap();
             let mut pages = rg.get_column_page_reader(i).unwrap();
             let mut out = Vec::new();

@@ -913,13 +913,12 @@ async fn export_tenant(
     .await?;
     // Before any manifest is committed: what is about to be recorded (see [`unrecorded`]),
     // made durable with the bundles' files, and deleted once the evidence log has it.
-    let inputs = snapshot_inputs(&ctx.pipeline, &manifest);
     let intent = unrecorded::Unrecorded {
         format: unrecorded::FORMAT,
         export_id: export_id.to_string(),
         created_at: chrono::Utc::now().to_rfc3339(),
         snapshot_sequence: manifest.sequence,
-        inputs: inputs.clone(),
+        inputs: snapshot_inputs(&ctx.pipeline, &manifest),
         bundles: staged
             .iter()
             .filter_map(|s| s.as_ref().ok())
@@ -957,7 +956,7 @@ async fn export_tenant(
     out.requests.sort_by(|a, b| a.request_id.cmp(&b.request_id));
     let mut recorded = true;
     if !evidence.is_empty() {
-        let entry = evidence_entry(export_id, inputs, manifest.sequence, evidence, None);
+        let entry = intent.entry(evidence, None);
         if let Err(e) =
             crate::evidence::append(&ctx.pipeline, ctx.out(tenant), tenant, &entry).await
         {
@@ -1010,41 +1009,6 @@ fn snapshot_inputs(p: &Pipeline, manifest: &Manifest) -> Vec<crate::evidence::Ev
             sha256: Some(f.sha256.clone()),
         })
         .collect()
-}
-
-/// One evidence record per tenant and export: the snapshot files read, each bundle's manifest
-/// and zip with their checksums (the manifest holds every other file's), and per request its id
-/// and keyed identifier hash. No personal data. `recorded_by`: the later export that records
-/// them, when their own export could not (see [`unrecorded`]).
-fn evidence_entry(
-    export_id: &str,
-    inputs: Vec<crate::evidence::EvidenceFile>,
-    snapshot_sequence: u64,
-    bundles: Vec<BundleEvidence>,
-    recorded_by: Option<&str>,
-) -> crate::evidence::Entry {
-    let mut summary = serde_json::json!({
-        "snapshot_sequence": snapshot_sequence,
-        "bundles_written": bundles.len(),
-        "rows": bundles.iter().map(|b| b.rows).sum::<u64>(),
-    });
-    if let Some(by) = recorded_by {
-        summary["recorded_late_by"] = by.into();
-    }
-    let mut outputs = Vec::new();
-    let mut requests = Vec::new();
-    for b in bundles {
-        outputs.extend(b.files);
-        requests.push(b.request);
-    }
-    crate::evidence::Entry {
-        run_id: export_id.to_string(),
-        stage: "bundles".into(),
-        inputs,
-        outputs,
-        requests,
-        summary,
-    }
 }
 
 /// Reads and decodes one snapshot file, checking it against the manifest first (a bundle must

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::BundleEvidence;
 use crate::error::{Error, Result};
-use crate::evidence::EvidenceFile;
+use crate::evidence::{Entry, EvidenceFile};
 use crate::hash::sha256_hex;
 use crate::report::{Event, Reporter};
 use crate::spec::Pipeline;
@@ -63,6 +63,35 @@ impl Unrecorded {
         serde_json::to_vec_pretty(self)
             .map(Bytes::from)
             .map_err(|e| Error::internal(format!("record of unrecorded bundles: {e}")))
+    }
+
+    /// The evidence record of `bundles` (those of this export that were committed): the
+    /// snapshot files read, each bundle's manifest and zip with their checksums (the manifest
+    /// holds every other file's), and per request its id and keyed identifier hash. No personal
+    /// data. `recorded_by`: the later export that records them, when their own could not.
+    pub fn entry(&self, bundles: Vec<BundleEvidence>, recorded_by: Option<&str>) -> Entry {
+        let mut summary = serde_json::json!({
+            "snapshot_sequence": self.snapshot_sequence,
+            "bundles_written": bundles.len(),
+            "rows": bundles.iter().map(|b| b.rows).sum::<u64>(),
+        });
+        if let Some(by) = recorded_by {
+            summary["recorded_late_by"] = by.into();
+        }
+        let mut outputs = Vec::new();
+        let mut requests = Vec::new();
+        for b in bundles {
+            outputs.extend(b.files);
+            requests.push(b.request);
+        }
+        Entry {
+            run_id: self.export_id.clone(),
+            stage: "bundles".into(),
+            inputs: self.inputs.clone(),
+            outputs,
+            requests,
+            summary,
+        }
     }
 }
 
@@ -163,13 +192,7 @@ pub(super) async fn recover(
             && !crate::evidence::recorded(out, tenant, &u.export_id, "bundles", since).await?
         {
             let n = bundles.len();
-            let entry = super::evidence_entry(
-                &u.export_id,
-                u.inputs.clone(),
-                u.snapshot_sequence,
-                bundles,
-                Some(export_id),
-            );
+            let entry = u.entry(bundles, Some(export_id));
             crate::evidence::append(p, out, tenant, &entry).await?;
             reporter.report(Event::Warning {
                 message: format!(

@@ -1076,6 +1076,18 @@ fn bundles_whose_evidence_failed_are_recorded_by_the_next_export() {
     assert_eq!(bundle_records().len(), 1);
     let o = lethe(&["evidence", "verify", spec], &[]);
     assert!(o.status.success(), "{}", text(&o));
+
+    // A damaged record of unrecorded bundles is a data error naming it, and is left in place.
+    let damaged = bundles.join("_unrecorded-export-damaged.json");
+    std::fs::write(&damaged, b"{ not json").unwrap();
+    let o = lethe(&["export", spec], &[]);
+    assert_eq!(o.status.code(), Some(65), "{}", text(&o));
+    assert!(
+        text(&o).contains("_unrecorded-export-damaged.json"),
+        "{}",
+        text(&o)
+    );
+    assert!(damaged.is_file());
 }
 
 #[test]

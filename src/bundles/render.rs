@@ -125,14 +125,37 @@ pub fn csv_header(ds: &Dataset) -> Vec<u8> {
 /// RFC 4180: quote a field holding a separator, quote or line break; also one with surrounding
 /// spaces, so that a reader that trims unquoted fields keeps the value as held.
 fn csv_field(s: &str) -> Cow<'_, str> {
-    let needs = s.contains([',', '"', '\n', '\r'])
-        || s.starts_with(char::is_whitespace)
-        || s.ends_with(char::is_whitespace);
-    if needs {
+    if needs_quotes(s) {
         Cow::Owned(format!("\"{}\"", s.replace('"', "\"\"")))
     } else {
         Cow::Borrowed(s)
     }
+}
+
+/// Whether [`csv_field`] quotes `s`. Looked for a byte at a time (SIMD, via memchr): a message
+/// body is long, and almost none holds any of them.
+fn needs_quotes(s: &str) -> bool {
+    let b = s.as_bytes();
+    memchr::memchr3(b',', b'"', b'\n', b).is_some()
+        || memchr::memchr(b'\r', b).is_some()
+        || s.starts_with(char::is_whitespace)
+        || s.ends_with(char::is_whitespace)
+}
+
+/// [`csv_field`] appended to `out`.
+fn push_csv_field(s: &str, out: &mut Vec<u8>) {
+    if !needs_quotes(s) {
+        out.extend_from_slice(s.as_bytes());
+        return;
+    }
+    out.push(b'"');
+    for (k, part) in s.split('"').enumerate() {
+        if k > 0 {
+            out.extend_from_slice(b"\"\"");
+        }
+        out.extend_from_slice(part.as_bytes());
+    }
+    out.push(b'"');
 }
 
 /// Whether a spreadsheet opening the CSV could run `s` as a formula (CSV injection: a cell
@@ -148,23 +171,24 @@ fn formula_like(s: &str) -> bool {
     }
 }
 
-/// A CSV cell for a string value: one a spreadsheet would evaluate gets a leading apostrophe
-/// (OWASP's advice; the JSON file of the bundle keeps the exact value, and its README says so).
-fn csv_text(s: &str) -> String {
+/// A CSV cell for a string value, appended to `out`: one a spreadsheet would evaluate gets a
+/// leading apostrophe (OWASP's advice; the JSON file of the bundle keeps the exact value, and its
+/// README says so).
+fn push_csv_text(s: &str, out: &mut Vec<u8>) {
     if formula_like(s) {
-        csv_field(&format!("'{s}")).into_owned()
+        push_csv_field(&format!("'{s}"), out);
     } else {
-        csv_field(s).into_owned()
+        push_csv_field(s, out);
     }
 }
 
-fn csv_cell(v: &Value) -> String {
+fn push_csv_cell(v: &Value, out: &mut Vec<u8>) {
     match v {
-        Value::Null => String::new(),
-        Value::String(s) => csv_text(s),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
-        other => csv_field(&other.to_string()).into_owned(),
+        Value::Null => {}
+        Value::String(s) => push_csv_text(s, out),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        other => push_csv_field(&other.to_string(), out),
     }
 }
 
@@ -172,6 +196,8 @@ fn csv_cell(v: &Value) -> String {
 /// for whichever requests they belong to without copying the frame per request.
 pub struct FrameCells<'a> {
     names: Vec<&'a str>,
+    /// Each column's `"name":`, escaped once rather than per row.
+    keys: Vec<Vec<u8>>,
     cols: Vec<Cells>,
 }
 
@@ -186,7 +212,16 @@ impl<'a> FrameCells<'a> {
                 c.ty,
             )?);
         }
-        Ok(FrameCells { names, cols })
+        let keys = names
+            .iter()
+            .map(|n| {
+                // Serializing a string into a Vec cannot fail.
+                let mut key = serde_json::to_vec(n).unwrap_or_default();
+                key.push(b':');
+                key
+            })
+            .collect();
+        Ok(FrameCells { names, keys, cols })
     }
 
     /// Position of a column in [`FrameCells::row`]'s values.
@@ -202,13 +237,12 @@ impl<'a> FrameCells<'a> {
     /// One JSON object (keys in schema order) and a newline.
     pub fn json_line(&self, values: &[Value], out: &mut Vec<u8>) {
         out.push(b'{');
-        for (k, (name, v)) in self.names.iter().zip(values).enumerate() {
+        for (k, (key, v)) in self.keys.iter().zip(values).enumerate() {
             if k > 0 {
                 out.push(b',');
             }
-            // Serializing strings and `Value`s into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut *out, name);
-            out.push(b':');
+            out.extend_from_slice(key);
+            // Serializing a `Value` into a Vec cannot fail.
             let _ = serde_json::to_writer(&mut *out, v);
         }
         out.extend_from_slice(b"}\n");
@@ -221,7 +255,7 @@ pub fn csv_line(values: &[Value], out: &mut Vec<u8>) {
         if k > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(csv_cell(v).as_bytes());
+        push_csv_cell(v, out);
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -585,6 +619,11 @@ mod tests {
         assert_eq!(line("+14155550918"), "+14155550918\r\n");
         assert_eq!(line("-42.5"), "-42.5\r\n");
         assert_eq!(line("plain, text"), "\"plain, text\"\r\n");
+        assert_eq!(line("a\rb"), "\"a\rb\"\r\n");
+        assert_eq!(line("trailing "), "\"trailing \"\r\n");
+        assert_eq!(line("\"\""), "\"\"\"\"\"\"\r\n");
+        assert_eq!(line("né, 東京"), "\"né, 東京\"\r\n");
+        assert_eq!(line(""), "\r\n");
     }
 
     use super::*;

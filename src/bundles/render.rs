@@ -6,7 +6,6 @@
 //! JSON arrays (in CSV, the array's JSON text in one cell), missing values as JSON `null` and an
 //! empty CSV cell.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -112,37 +111,20 @@ fn date(days: i32) -> String {
 
 /// The CSV header line of a dataset: its columns in schema order.
 pub fn csv_header(ds: &Dataset) -> Vec<u8> {
-    let mut line = ds
-        .columns
-        .keys()
-        .map(|k| csv_field(k))
-        .collect::<Vec<_>>()
-        .join(",");
-    line.push_str("\r\n");
-    line.into_bytes()
-}
-
-/// RFC 4180: quote a field holding a separator, quote or line break; also one with surrounding
-/// spaces, so that a reader that trims unquoted fields keeps the value as held.
-fn csv_field(s: &str) -> Cow<'_, str> {
-    if needs_quotes(s) {
-        Cow::Owned(format!("\"{}\"", s.replace('"', "\"\"")))
-    } else {
-        Cow::Borrowed(s)
+    let mut line = Vec::new();
+    for (k, name) in ds.columns.keys().enumerate() {
+        if k > 0 {
+            line.push(b',');
+        }
+        push_csv_field(name, &mut line);
     }
+    line.extend_from_slice(b"\r\n");
+    line
 }
 
-/// Whether [`csv_field`] quotes `s`. Looked for a byte at a time (SIMD, via memchr): a message
-/// body is long, and almost none holds any of them.
-fn needs_quotes(s: &str) -> bool {
-    let b = s.as_bytes();
-    memchr::memchr3(b',', b'"', b'\n', b).is_some()
-        || memchr::memchr(b'\r', b).is_some()
-        || s.starts_with(char::is_whitespace)
-        || s.ends_with(char::is_whitespace)
-}
-
-/// [`csv_field`] appended to `out`.
+/// RFC 4180: a field holding a separator, quote or line break is quoted (its quotes doubled);
+/// so is one with surrounding spaces, so that a reader that trims unquoted fields keeps the value
+/// as held. Appended to `out`.
 fn push_csv_field(s: &str, out: &mut Vec<u8>) {
     if !needs_quotes(s) {
         out.extend_from_slice(s.as_bytes());
@@ -156,6 +138,16 @@ fn push_csv_field(s: &str, out: &mut Vec<u8>) {
         out.extend_from_slice(part.as_bytes());
     }
     out.push(b'"');
+}
+
+/// Whether [`push_csv_field`] quotes `s`. Looked for a byte at a time (SIMD, via memchr): a
+/// message body is long, and almost none holds any of them.
+fn needs_quotes(s: &str) -> bool {
+    let b = s.as_bytes();
+    memchr::memchr3(b',', b'"', b'\n', b).is_some()
+        || memchr::memchr(b'\r', b).is_some()
+        || s.starts_with(char::is_whitespace)
+        || s.ends_with(char::is_whitespace)
 }
 
 /// Whether a spreadsheet opening the CSV could run `s` as a formula (CSV injection: a cell

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use polars::prelude::*;
 
+use super::render::Cell;
 use crate::identity::{Ident, Prefilter, normalize};
 use crate::spec::{Dataset, IdentifierKind, OnErase};
 
@@ -556,26 +557,28 @@ pub fn mask_shared(
 /// becomes [`REDACTED`]. JSON and CSV are rendered row by row through this; Parquet goes through
 /// [`mask_shared`]; a test holds the two to the same result.
 pub fn mask_values(
-    values: &mut [serde_json::Value],
+    values: &mut [Cell],
     redact: &[(usize, String)],
     m: &Matcher,
     req: ReqIdx,
 ) {
-    use serde_json::Value;
     for (pos, kind) in redact {
-        let Some(v) = values.get_mut(*pos) else {
-            continue;
-        };
-        let items: Vec<&mut Value> = match v {
-            Value::Array(items) => items.iter_mut().collect(),
-            other => vec![other],
-        };
-        for item in items {
-            if let Value::String(s) = item
-                && !m.belongs(kind, s, req)
-            {
-                *s = REDACTED.to_string();
+        match values.get_mut(*pos) {
+            Some(Cell::List(items)) => {
+                for s in items.iter_mut().flatten() {
+                    if !m.belongs(kind, s, req) {
+                        *s = REDACTED;
+                    }
+                }
             }
+            Some(v) => {
+                if let Some(s) = v.text()
+                    && !m.belongs(kind, s, req)
+                {
+                    *v = Cell::Text(REDACTED);
+                }
+            }
+            None => {}
         }
     }
 }
@@ -741,8 +744,9 @@ mod tests {
             .map(|c| (cells.position(c).unwrap(), "email".to_string()))
             .collect();
         let rows = &split[&0];
+        let mut values = Vec::new();
         for (row, owned) in rows.rows.iter().zip(&rows.owned) {
-            let mut values = cells.row(*row as usize);
+            cells.row_into(*row as usize, &mut values);
             if !owned {
                 mask_values(&mut values, &redact, &m, 0);
             }

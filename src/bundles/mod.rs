@@ -1185,11 +1185,11 @@ impl ScanState {
         let (json_name, csv_name) = (format!("{}.jsonl", ds.name), format!("{}.csv", ds.name));
         // A request's rows are rendered here and handed to its buffers in pieces of up to
         // [`RENDER_PIECE`] bytes, rather than a buffer lookup per row and format.
-        let (mut json, mut csv) = (Vec::new(), Vec::new());
+        let (mut json, mut csv, mut values) = (Vec::new(), Vec::new(), Vec::new());
         for (req, rows) in split {
             let n = rows.rows.len();
             for (k, (row, owned)) in rows.rows.iter().zip(&rows.owned).enumerate() {
-                let mut values = cells.row(at(*row));
+                cells.row_into(at(*row), &mut values);
                 if !owned {
                     matcher::mask_values(&mut values, &redact, &self.matcher, req);
                 }

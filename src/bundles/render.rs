@@ -11,7 +11,6 @@ use std::fmt::Write as _;
 
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::spec::{ColumnType, Dataset, OnErase, Pipeline};
 
@@ -60,36 +59,109 @@ impl Cells {
         })
     }
 
-    fn value(&self, i: usize) -> Value {
+    fn value(&self, i: usize) -> Cell<'_> {
         match self {
-            Cells::Str(c) => c.get(i).map_or(Value::Null, |v| Value::String(v.into())),
-            Cells::Int(c) => c.get(i).map_or(Value::Null, Value::from),
-            Cells::Float(c) => c.get(i).map_or(Value::Null, Value::from),
-            Cells::Bool(c) => c.get(i).map_or(Value::Null, Value::Bool),
-            Cells::Timestamp(c) => c
+            Cells::Str(c) => c.get(i).map_or(Cell::Null, Cell::Text),
+            Cells::Int(c) => c.get(i).map_or(Cell::Null, Cell::Int),
+            Cells::Float(c) => c
                 .get(i)
-                .map_or(Value::Null, |v| Value::String(timestamp(v))),
-            Cells::Date(c) => c.get(i).map_or(Value::Null, |v| Value::String(date(v))),
+                .filter(|v| v.is_finite())
+                .map_or(Cell::Null, Cell::Float),
+            Cells::Bool(c) => c.get(i).map_or(Cell::Null, Cell::Bool),
+            Cells::Timestamp(c) => c.get(i).map_or(Cell::Null, |v| Cell::Made(timestamp(v))),
+            Cells::Date(c) => c.get(i).map_or(Cell::Null, |v| Cell::Made(date(v))),
             Cells::List {
                 values,
                 offsets,
                 null,
             } => {
                 if null.get(i) != Some(false) {
-                    return Value::Null;
+                    return Cell::Null;
                 }
                 let (Some(a), Some(b)) = (offsets.get(i), offsets.get(i + 1)) else {
-                    return Value::Null;
+                    return Cell::Null;
                 };
-                Value::Array(
-                    (*a as usize..*b as usize)
-                        .map(|j| {
-                            values
-                                .get(j)
-                                .map_or(Value::Null, |v| Value::String(v.into()))
-                        })
-                        .collect(),
-                )
+                Cell::List((*a as usize..*b as usize).map(|j| values.get(j)).collect())
+            }
+        }
+    }
+}
+
+/// One value of a rendered row, borrowed from its frame where it can be: rows are rendered
+/// straight into the output, without a copy of each text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell<'a> {
+    Null,
+    Text(&'a str),
+    /// Text made for the bundle: a timestamp or a date.
+    Made(String),
+    Int(i64),
+    /// Finite: a value that is not a number is [`Cell::Null`], as JSON has no other way to
+    /// write it.
+    Float(f64),
+    Bool(bool),
+    List(Vec<Option<&'a str>>),
+}
+
+impl Cell<'_> {
+    /// The cell's text, for a text value (the only kind an identifier column holds).
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            Cell::Text(s) => Some(s),
+            Cell::Made(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The cell as JSON, appended to `out`.
+    fn push_json(&self, out: &mut Vec<u8>) {
+        // Serializing a string or number into a Vec cannot fail.
+        match self {
+            Cell::Null => out.extend_from_slice(b"null"),
+            Cell::Text(s) => {
+                let _ = serde_json::to_writer(&mut *out, s);
+            }
+            Cell::Made(s) => {
+                let _ = serde_json::to_writer(&mut *out, s);
+            }
+            Cell::Int(v) => {
+                let _ = serde_json::to_writer(&mut *out, v);
+            }
+            Cell::Float(v) => {
+                let _ = serde_json::to_writer(&mut *out, v);
+            }
+            Cell::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+            Cell::List(items) => {
+                out.push(b'[');
+                for (k, item) in items.iter().enumerate() {
+                    if k > 0 {
+                        out.push(b',');
+                    }
+                    match item {
+                        Some(s) => {
+                            let _ = serde_json::to_writer(&mut *out, s);
+                        }
+                        None => out.extend_from_slice(b"null"),
+                    }
+                }
+                out.push(b']');
+            }
+        }
+    }
+
+    /// The cell as one CSV field, appended to `out`: a list as its JSON text.
+    fn push_csv(&self, out: &mut Vec<u8>) {
+        match self {
+            Cell::Null => {}
+            Cell::Text(s) => push_csv_text(s, out),
+            Cell::Made(s) => push_csv_text(s, out),
+            Cell::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+            Cell::Int(_) | Cell::Float(_) => self.push_json(out),
+            Cell::List(_) => {
+                let mut text = Vec::new();
+                self.push_json(&mut text);
+                // JSON text is UTF-8.
+                push_csv_field(&String::from_utf8_lossy(&text), out);
             }
         }
     }
@@ -174,16 +246,6 @@ fn push_csv_text(s: &str, out: &mut Vec<u8>) {
     }
 }
 
-fn push_csv_cell(v: &Value, out: &mut Vec<u8>) {
-    match v {
-        Value::Null => {}
-        Value::String(s) => push_csv_text(s, out),
-        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Value::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
-        other => push_csv_field(&other.to_string(), out),
-    }
-}
-
 /// A frame's columns read once as their schema types, so rows can be rendered one at a time
 /// for whichever requests they belong to without copying the frame per request.
 pub struct FrameCells<'a> {
@@ -221,33 +283,34 @@ impl<'a> FrameCells<'a> {
         self.names.iter().position(|n| *n == name)
     }
 
-    /// Row `i`'s values, in schema order.
-    pub fn row(&self, i: usize) -> Vec<Value> {
-        self.cols.iter().map(|c| c.value(i)).collect()
+    /// Row `i`'s values, in schema order, in `out` (cleared first: one buffer serves every
+    /// row).
+    pub fn row_into<'c>(&'c self, i: usize, out: &mut Vec<Cell<'c>>) {
+        out.clear();
+        out.extend(self.cols.iter().map(|c| c.value(i)));
     }
 
     /// One JSON object (keys in schema order) and a newline.
-    pub fn json_line(&self, values: &[Value], out: &mut Vec<u8>) {
+    pub fn json_line(&self, values: &[Cell], out: &mut Vec<u8>) {
         out.push(b'{');
         for (k, (key, v)) in self.keys.iter().zip(values).enumerate() {
             if k > 0 {
                 out.push(b',');
             }
             out.extend_from_slice(key);
-            // Serializing a `Value` into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut *out, v);
+            v.push_json(out);
         }
         out.extend_from_slice(b"}\n");
     }
 }
 
 /// One CSV line (RFC 4180, CRLF).
-pub fn csv_line(values: &[Value], out: &mut Vec<u8>) {
+pub fn csv_line(values: &[Cell], out: &mut Vec<u8>) {
     for (k, v) in values.iter().enumerate() {
         if k > 0 {
             out.push(b',');
         }
-        push_csv_cell(v, out);
+        v.push_csv(out);
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -261,8 +324,9 @@ pub fn render_rows(
     mut csv: Option<&mut Vec<u8>>,
 ) -> PolarsResult<()> {
     let cells = FrameCells::new(df, ds)?;
+    let mut values = Vec::new();
     for i in 0..df.height() {
-        let values = cells.row(i);
+        cells.row_into(i, &mut values);
         if let Some(out) = json.as_deref_mut() {
             cells.json_line(&values, out);
         }
@@ -590,7 +654,7 @@ mod tests {
     fn csv_cells_never_run_as_formulas() {
         let line = |v: &str| {
             let mut out = Vec::new();
-            csv_line(&[Value::String(v.into())], &mut out);
+            csv_line(&[Cell::Text(v)], &mut out);
             String::from_utf8(out).unwrap()
         };
         for bad in [
@@ -619,6 +683,7 @@ mod tests {
     }
 
     use super::*;
+    use serde_json::Value;
 
     use crate::spec::helpdesk as pipeline;
 

@@ -446,6 +446,29 @@ impl Opened {
         })
     }
 
+    /// Columns already read by [`Opened::columns`] (name and array) as a frame of every row,
+    /// with the types a full read gives: what a file's identifier columns say, without
+    /// decoding its other columns.
+    pub fn frame_of(&self, known: &[(&str, &arrow::array::ArrayRef)]) -> Result<DataFrame> {
+        let schema = self.meta.schema();
+        let err = |e: &dyn std::fmt::Display| self.error(e);
+        let mut fields = Vec::with_capacity(known.len());
+        let mut columns = Vec::with_capacity(known.len());
+        for (name, array) in known {
+            let field = schema.field_with_name(name).map_err(|e| err(&e))?;
+            columns.push(arrow::compute::cast(array, field.data_type()).map_err(|e| err(&e))?);
+            fields.push(field.clone());
+        }
+        let projected = std::sync::Arc::new(arrow::datatypes::Schema::new(fields));
+        let batch = arrow::record_batch::RecordBatch::try_new_with_options(
+            projected.clone(),
+            columns,
+            &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(self.rows())),
+        )
+        .map_err(|e| err(&e))?;
+        batches_to_frame(&projected, [Ok(batch)])
+    }
+
     /// A reader of this file's bytes: `mask`'s columns, `selection`'s rows, as `meta` types them.
     fn reader(
         &self,

@@ -161,8 +161,10 @@ impl Matcher {
         self.requests_of(kind, raw).binary_search(&req).is_ok()
     }
 
-    /// Splits one frame of `ds` between the requests its rows belong to. A row belongs to a
-    /// request when any identifier column (scalar or list) holds one of its identifiers.
+    /// Splits one frame of `ds` between the requests its rows belong to, as
+    /// [`Matcher::split_arrays`] does for the columns of a file: the frame-wise reference the
+    /// tests hold it to.
+    #[cfg(test)]
     pub fn split(
         &mut self,
         df: &DataFrame,
@@ -198,9 +200,11 @@ impl Matcher {
             .collect()
     }
 
-    /// As [`Matcher::split`], for the arrow-rs arrays of the columns [`Matcher::columns_of`]
-    /// gives (in that order), as [`crate::parquet_io::Opened::columns`] reads them: a value
-    /// of a dictionary is looked at once, however many rows hold it.
+    /// Splits the rows of one file of a dataset between the requests they belong to, from the
+    /// arrow-rs arrays of the columns [`Matcher::columns_of`] gives (in that order), as
+    /// [`crate::parquet_io::Opened::columns`] reads them. A row belongs to a request when any
+    /// identifier column (scalar or list) holds one of its identifiers; a value of a dictionary
+    /// is looked at once, however many rows hold it.
     pub fn split_arrays(
         &mut self,
         columns: &[&crate::spec::Column],
@@ -430,6 +434,7 @@ impl Matcher {
     }
 
     /// Looks up every value of one identifier column (scalar or list) and appends the hits.
+    #[cfg(test)]
     fn column_hits(
         &mut self,
         cache: &mut PlHashMap<String, u32>,
@@ -556,12 +561,7 @@ pub fn mask_shared(
 /// column (given by position and identifier kind) that is not one of request `req`'s identifiers
 /// becomes [`REDACTED`]. JSON and CSV are rendered row by row through this; Parquet goes through
 /// [`mask_shared`]; a test holds the two to the same result.
-pub fn mask_values(
-    values: &mut [Cell],
-    redact: &[(usize, String)],
-    m: &Matcher,
-    req: ReqIdx,
-) {
+pub fn mask_values(values: &mut [Cell], redact: &[(usize, String)], m: &Matcher, req: ReqIdx) {
     for (pos, kind) in redact {
         match values.get_mut(*pos) {
             Some(Cell::List(items)) => {

@@ -39,7 +39,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use polars::prelude::{DataFrame, IdxCa, IdxSize, PlSmallStr};
+use polars::prelude::{DataFrame, IdxSize};
 use serde::{Deserialize, Serialize};
 
 pub use matcher::{Matcher, REDACTED, ReqIdx, RequestRows, mask_shared};
@@ -1118,33 +1118,48 @@ struct ScanState {
 }
 
 impl ScanState {
-    /// Matches one frame against every request and appends each matching row, as its
-    /// requester may see it, to that request's files.
-    fn process(&mut self, df: &DataFrame, ds: &Dataset, path: &str) -> Result<()> {
-        self.rows_scanned += df.height() as u64;
-        let perr = |e| Error::polars(path, e);
-        let split = self.matcher.split(df, ds).map_err(perr)?;
-        if split.is_empty() {
-            return Ok(());
-        }
-        let taken = taken_rows(&split);
-        let sub = df
-            .take(&IdxCa::from_vec(PlSmallStr::EMPTY, taken.clone()))
-            .map_err(perr)?;
-        self.render(split, &taken, &sub, ds, path)
+    /// Matches one file against every request and appends each matching row, as its
+    /// requester may see it, to that request's files. The file is opened for late
+    /// materialization: its identifier columns are read and matched first, and every other
+    /// column only for the rows someone asked for (most files have a handful).
+    fn process_file(&mut self, file: &Opened, ds: &Dataset, path: &str) -> Result<()> {
+        let columns = self.matcher.columns_of(ds);
+        let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+        let arrays = if columns.is_empty() || file.rows() == 0 {
+            Vec::new()
+        } else {
+            file.columns(&names)?
+        };
+        let read: Vec<(&str, &arrow::array::ArrayRef)> =
+            names.iter().copied().zip(&arrays).collect();
+        self.process_read(file, ds, path, &read)
     }
 
-    /// As [`ScanState::process`] for a file opened for late materialization: its identifier
-    /// columns are read and matched first, and every other column only for the rows someone
-    /// asked for (most files have a handful).
-    fn process_file(&mut self, file: &Opened, ds: &Dataset, path: &str) -> Result<()> {
+    /// As [`ScanState::process_file`], with columns of the file already read by
+    /// [`Opened::columns`] (name and array; at least the identifier columns the matcher looks
+    /// at, in any order).
+    fn process_read(
+        &mut self,
+        file: &Opened,
+        ds: &Dataset,
+        path: &str,
+        read: &[(&str, &arrow::array::ArrayRef)],
+    ) -> Result<()> {
         self.rows_scanned += file.rows() as u64;
         let columns = self.matcher.columns_of(ds);
         if columns.is_empty() || file.rows() == 0 {
             return Ok(());
         }
-        let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
-        let arrays = file.columns(&names)?;
+        let mut arrays = Vec::with_capacity(columns.len());
+        for c in &columns {
+            let Some((_, a)) = read.iter().find(|(n, _)| *n == c.name) else {
+                return Err(Error::internal(format!(
+                    "column `{}` of {path} was not read before matching",
+                    c.name
+                )));
+            };
+            arrays.push(Arc::clone(a));
+        }
         let split = self.matcher.split_arrays(&columns, &arrays).map_err(|e| {
             Error::bad_data(
                 path,
@@ -1156,9 +1171,7 @@ impl ScanState {
             return Ok(());
         }
         let taken = taken_rows(&split);
-        let known: Vec<(&str, &arrow::array::ArrayRef)> =
-            names.iter().copied().zip(&arrays).collect();
-        let sub = file.take(&taken, &known)?;
+        let sub = file.take(&taken, read)?;
         self.render(split, &taken, &sub, ds, path)
     }
 
@@ -1242,6 +1255,18 @@ fn taken_rows(split: &BTreeMap<ReqIdx, RequestRows>) -> Vec<IdxSize> {
     taken
 }
 
+/// The columns of the linking dataset that resolving identities reads: its identifier columns
+/// and its primary key.
+fn link_columns(ds: &Dataset) -> Vec<&str> {
+    let mut names: Vec<&str> = ds.identifier_columns().map(|c| c.name.as_str()).collect();
+    for k in &ds.primary_key {
+        if !names.contains(&k.as_str()) {
+            names.push(k);
+        }
+    }
+    names
+}
+
 /// One scan of every dataset of the tenant's snapshot for all `todo` requests at once.
 #[allow(clippy::too_many_arguments)]
 async fn scan(
@@ -1266,11 +1291,11 @@ async fn scan(
     // The linking dataset is read first and kept (it is the tenant's register of people, small
     // next to its messages): identity must be resolved before any row can be matched.
     let link = p.linking_dataset().cloned();
-    let mut link_frames = Vec::new();
+    let mut link_files: Vec<(String, Opened)> = Vec::new();
     if let Some(link) = &link {
         let files = files_of(&link.name);
         files_scanned += files.len();
-        link_frames = futures::stream::iter(files.iter().map(|f| fetch(ctx.out(tenant), f)))
+        link_files = futures::stream::iter(files.iter().map(|f| fetch_opened(ctx.out(tenant), f)))
             .buffered(FETCH_AHEAD)
             .try_collect()
             .await?;
@@ -1299,7 +1324,7 @@ async fn scan(
             )
         })
         .collect();
-    let (link_frames, resolved, erased) = {
+    let (link_files, link_read, resolved, erased) = {
         let p = p.clone();
         let link = link.clone();
         cpu(move || -> Result<_> {
@@ -1313,12 +1338,20 @@ async fn scan(
                     .chain(erasures.iter().map(|(_, _, q)| q))
                     .cloned(),
             );
+            // Each file's identifier columns and key are read once, for resolving and then for
+            // matching; its other columns only for the rows someone asked for.
             let mut index = IdentityIndex::default();
+            let mut link_read = Vec::with_capacity(link_files.len());
             if let Some(link) = &link {
-                for (url, df) in &link_frames {
+                let names = link_columns(link);
+                for (url, file) in &link_files {
+                    let arrays = file.columns(&names)?;
+                    let known: Vec<(&str, &arrow::array::ArrayRef)> =
+                        names.iter().copied().zip(&arrays).collect();
                     index
-                        .add_linked(df, link, &p.identifiers, &probes)
+                        .add_linked(&file.frame_of(&known)?, link, &p.identifiers, &probes)
                         .map_err(|e| Error::polars(url, e))?;
+                    link_read.push(arrays);
                 }
             }
             let resolved: Vec<BTreeSet<Ident>> = queries.iter().map(|q| index.resolve(q)).collect();
@@ -1341,7 +1374,7 @@ async fn scan(
                         })
                 })
                 .collect::<Vec<_>>();
-            Ok((link_frames, resolved, erased))
+            Ok((link_files, link_read, resolved, erased))
         })
         .await?
     };
@@ -1355,8 +1388,11 @@ async fn scan(
     };
     if let Some(link) = link.clone() {
         state = cpu(move || -> Result<ScanState> {
-            for (url, df) in &link_frames {
-                state.process(df, &link, url)?;
+            let names = link_columns(&link);
+            for ((url, file), arrays) in link_files.iter().zip(&link_read) {
+                let read: Vec<(&str, &arrow::array::ArrayRef)> =
+                    names.iter().copied().zip(arrays).collect();
+                state.process_read(file, &link, url, &read)?;
             }
             Ok(state)
         })

@@ -435,21 +435,24 @@ pub fn readme(p: &Pipeline, m: &BundleManifest, redacted: &str) -> String {
 #[derive(Debug)]
 pub struct Readme {
     fields: BTreeMap<String, String>,
+    /// The fields tables' length and room for the rest of a README.
+    capacity: usize,
 }
 
 impl Readme {
     pub fn new(p: &Pipeline) -> Readme {
-        Readme {
-            fields: p
-                .tenant_datasets()
-                .map(|ds| (ds.name.clone(), fields_table(ds)))
-                .collect(),
-        }
+        let fields: BTreeMap<String, String> = p
+            .tenant_datasets()
+            .map(|ds| (ds.name.clone(), fields_table(ds)))
+            .collect();
+        let capacity = fields.values().map(String::len).sum::<usize>() + (4 << 10);
+        Readme { fields, capacity }
     }
 
     /// The README of the bundle `m` describes (see [`readme`]).
     pub fn render(&self, p: &Pipeline, m: &BundleManifest, redacted: &str) -> String {
-        let mut s = String::new();
+        // Room for the usual README (a few kB), so it is not copied as it grows.
+        let mut s = String::with_capacity(self.capacity);
         let _ = writeln!(s, "# Your data held by {}\n", m.tenant);
         let _ = writeln!(
             s,

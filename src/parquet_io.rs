@@ -436,13 +436,7 @@ impl Opened {
                 );
             }
             let columns: Vec<arrow::array::ArrayRef> = columns.into_iter().flatten().collect();
-            let batch = arrow::record_batch::RecordBatch::try_new_with_options(
-                schema.clone(),
-                columns,
-                &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows.len())),
-            )
-            .map_err(|e| err(&e))?;
-            batches_to_frame(&schema, [Ok(batch)])
+            self.frame(&schema, columns, rows.len())
         })
     }
 
@@ -460,13 +454,23 @@ impl Opened {
             fields.push(field.clone());
         }
         let projected = std::sync::Arc::new(arrow::datatypes::Schema::new(fields));
+        self.frame(&projected, columns, self.rows())
+    }
+
+    /// `columns` of `rows` rows each, as `schema` names and types them, as a frame.
+    fn frame(
+        &self,
+        schema: &arrow::datatypes::SchemaRef,
+        columns: Vec<arrow::array::ArrayRef>,
+        rows: usize,
+    ) -> Result<DataFrame> {
         let batch = arrow::record_batch::RecordBatch::try_new_with_options(
-            projected.clone(),
+            schema.clone(),
             columns,
-            &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(self.rows())),
+            &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows)),
         )
-        .map_err(|e| err(&e))?;
-        batches_to_frame(&projected, [Ok(batch)])
+        .map_err(|e| self.error(&e))?;
+        batches_to_frame(schema, [Ok(batch)])
     }
 
     /// A reader of this file's bytes: `mask`'s columns, `selection`'s rows, as `meta` types them.
@@ -635,6 +639,46 @@ mod tests {
         let rg = meta.metadata().row_group(0);
         assert!(rg.column(0).bloom_filter_offset().is_some());
         assert!(read_parquet(Bytes::from_static(b"PAR1garbagePAR1"), "bad").is_err());
+    }
+
+    /// A frame of columns already read (as dictionaries) equals the same columns of a full read:
+    /// types, nulls and lists included.
+    #[test]
+    fn frame_of_read_columns_equals_a_full_read() {
+        let mut df = df!(
+            "id" => [Some("a"), None, Some("c"), Some("a")],
+            "n" => [1i64, 2, 3, 4],
+            "email" => [Some("x@y.z"), Some("x@y.z"), None, Some("q@r.s")],
+        )
+        .unwrap();
+        let l: ListChunked = vec![
+            Some(Series::new("".into(), ["x@y.z", "p@q.r"])),
+            None,
+            Some(Series::new("".into(), Vec::<&str>::new())),
+            Some(Series::new("".into(), ["q@r.s"])),
+        ]
+        .into_iter()
+        .collect();
+        df.with_column(l.with_name("to".into()).into_column())
+            .unwrap();
+        let opts = WriteOptions {
+            encryption: None,
+            zstd_level: 1,
+            row_group_rows: 3,
+            bloom_columns: vec![],
+            metadata: vec![],
+        };
+        let bytes = write_parquet(&mut df.clone(), &opts).unwrap();
+        let file = Opened::open(bytes.clone(), "mem").unwrap();
+        let names = ["to", "id", "email"];
+        let arrays = file.columns(&names).unwrap();
+        let known: Vec<(&str, &arrow::array::ArrayRef)> =
+            names.iter().copied().zip(&arrays).collect();
+        let got = file.frame_of(&known).unwrap();
+        let want = read_parquet(bytes, "mem").unwrap().select(names).unwrap();
+        assert!(got.equals_missing(&want), "{got} != {want}");
+        assert_eq!(got.schema(), want.schema());
+        assert!(file.frame_of(&[("nope", &arrays[0])]).is_err());
     }
 
     /// Identifier columns keep whole dictionaries; another column of mostly distinct values goes

@@ -17,7 +17,7 @@
 #      (b) export `lethe export PIPELINE` into a fresh copy of the snapshot's outputs (no bundles)
 #      (c) with COMPARE_BIN, the same export by another binary (before/after in one run)
 #   Each runs once to warm the page cache, then BENCH_REPEAT rounds of (a), (b), (c) interleaved;
-#   the summary gives the median wall time, peak RSS, objects written, and the export's own
+#   the summary gives the median wall time and CPU time, peak RSS, objects written, and the export's own
 #   scan/publish split (its report's timings).
 #
 # Usage:
@@ -294,20 +294,24 @@ import json, os, sys
 results, files, requests, repeat, threads, pinned, outs, curve = sys.argv[1:]
 
 def runs(step):
-    """(wall s, peak MiB, report, objects, bytes) of every measured run of a step."""
+    """(wall s, peak MiB, report, objects, bytes, CPU s) of every measured run of a step."""
     out = []
     for i in range(1, int(repeat) + 1):
         name = os.path.join(results, f"{step}-{i}")
         if not os.path.exists(name + ".time"):
             return []
-        wall, rss = open(name + ".time").read().split()
+        # GNU time may print notes before its line; CPU is user + system seconds.
+        wall, rss, *cpu = open(name + ".time").read().strip().splitlines()[-1].split()
         report = json.load(open(name + "-report.json"))
         n, b = (open(name + ".objects").read().split() if os.path.exists(name + ".objects") else (0, 0))
-        out.append((float(wall), int(rss) / 1024, report, int(n), int(b)))
+        out.append((float(wall), int(rss) / 1024, report, int(n), int(b), sum(map(float, cpu))))
     return out
 
 def median(rs):
     return sorted(rs, key=lambda r: r[0])[len(rs) // 2]
+
+def median_cpu(rs):
+    return sorted(r[5] for r in rs)[len(rs) // 2]
 
 scan, export, compare = runs("scan"), runs("export"), runs("compare")
 s, e = median(scan), median(export)
@@ -317,18 +321,19 @@ matched = sum(sum(b["rows"].values()) for t in e[2]["tenants"] for b in t["reque
 print(f"Snapshot: {files} Parquet files, {rows:,} rows. {requests} access requests: {written} bundles "
       f"written, {matched:,} rows. Outputs on {outs}. {threads} thread(s), pinned: {pinned}. "
       f"Median of {repeat} interleaved warm runs (every run's wall in the last column).\n")
-print("| step | wall (s) | peak RSS (MiB) | objects written | in-process ms: scan / publish (summed over tenants) | walls |")
-print("|---|---:|---:|---:|---|---|")
+print("| step | wall (s) | CPU (s, user + system) | peak RSS (MiB) | objects written | in-process ms: scan / publish (summed over tenants) | walls |")
+print("|---|---:|---:|---:|---:|---|---|")
 def row(label, rs):
     m = median(rs)
     tm = m[2]["timings"]
     walls = ", ".join(f"{r[0]:.2f}" for r in rs)
-    print(f"| {label} | {m[0]:.2f} | {m[1]:.0f} | {m[3]:,} | {tm['scan_ms']} / {tm['publish_ms']} | {walls} |")
+    print(f"| {label} | {m[0]:.2f} | {median_cpu(rs):.2f} | {m[1]:.0f} | {m[3]:,} | {tm['scan_ms']} / {tm['publish_ms']} | {walls} |")
 row("(a) one full scan: `lethe export --scan-only`", scan)
 row(f"(b) `lethe export`, {requests} requests", export)
 if compare:
     row(f"(c) COMPARE_BIN's `lethe export`, {requests} requests", compare)
 print(f"\n**ratio export/scan (wall): {e[0] / s[0]:.2f}** (goal <= 1.5)")
+print(f"ratio export/scan (CPU, medians): {median_cpu(export) / median_cpu(scan):.2f} (steadier than wall on a noisy machine)")
 if compare:
     print(f"ratio COMPARE_BIN's export/scan (wall): {median(compare)[0] / s[0]:.2f}")
 if curve.split():

@@ -18,8 +18,8 @@ fi
 export POLARS_MAX_THREADS=$threads RAYON_NUM_THREADS=$threads
 export LETHE_LOG=lethe=warn LETHE_HMAC_KEY=lethe-bench-key-0123456789abcdef
 
-# measure NAME CMD...: runs CMD pinned to the benchmark's CPUs; wall seconds and peak RSS (KiB)
-# go to $results/NAME.time, stdout to NAME.out, stderr to NAME.err.
+# measure NAME CMD...: runs CMD pinned to the benchmark's CPUs; wall seconds, peak RSS (KiB), and
+# user and system CPU seconds go to $results/NAME.time, stdout to NAME.out, stderr to NAME.err.
 measure() {
   local name=$1
   shift
@@ -27,7 +27,7 @@ measure() {
   echo "${pin[*]} $*" >"$results/$name.cmd"
   local rc=0
   if [ -x /usr/bin/time ]; then
-    /usr/bin/time -f '%e %M' -o "$results/$name.time" "${pin[@]}" "$@" \
+    /usr/bin/time -f '%e %M %U %S' -o "$results/$name.time" "${pin[@]}" "$@" \
       >"$results/$name.out" 2>"$results/$name.err" || rc=$?
   else
     python3 - "$results/$name.time" "${pin[@]}" "$@" >"$results/$name.out" 2>"$results/$name.err" <<'EOF' || rc=$?
@@ -35,8 +35,9 @@ import resource, subprocess, sys, time
 t = time.perf_counter()
 rc = subprocess.call(sys.argv[2:])
 wall = time.perf_counter() - t
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
 with open(sys.argv[1], "w") as f:
-    f.write(f"{wall:.2f} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}\n")
+    f.write(f"{wall:.2f} {r.ru_maxrss} {r.ru_utime:.2f} {r.ru_stime:.2f}\n")
 sys.exit(rc)
 EOF
   fi
@@ -45,5 +46,5 @@ EOF
     tail -n 20 "$results/$name.err" >&2
     exit 1
   fi
-  echo "bench: $name: $(cat "$results/$name.time") (seconds, peak KiB)" >&2
+  echo "bench: $name: $(tail -n 1 "$results/$name.time") (wall s, peak KiB, user s, system s)" >&2
 }

@@ -24,7 +24,7 @@ def measured(results: str, name: str) -> dict | None:
         return None
     with open(path, encoding="utf-8") as f:
         # GNU time may print notes (e.g. "Command exited with non-zero status") before the line.
-        wall, rss_kib = f.read().strip().splitlines()[-1].split()
+        wall, rss_kib, *_cpu = f.read().strip().splitlines()[-1].split()
     with open(os.path.join(results, name + ".cmd"), encoding="utf-8") as f:
         cmd = f.read().strip()
     return {"wall_s": float(wall), "peak_rss_mib": int(rss_kib) / 1024, "command": cmd}

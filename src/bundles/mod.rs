@@ -1288,8 +1288,9 @@ async fn scan(
     };
     let mut files_scanned = 0;
 
-    // The linking dataset is read first and kept (it is the tenant's register of people, small
-    // next to its messages): identity must be resolved before any row can be matched.
+    // The linking dataset is read first and kept, as its files' bytes and identifier columns (it
+    // is the tenant's register of people, small next to its messages): identity must be resolved
+    // before any row can be matched.
     let link = p.linking_dataset().cloned();
     let mut link_files: Vec<(String, Opened)> = Vec::new();
     if let Some(link) = &link {

@@ -1818,18 +1818,18 @@ fn bundle_evidence(
 /// only inside the encrypted zip.
 fn uploads(
     built: spool::Built,
-    zip: spool::Content,
+    zip: Source,
     staged: &Staged,
     encrypted: bool,
 ) -> Vec<(String, Source)> {
-    let mut files = vec![(staged.zip.clone(), Source::from(zip))];
+    let mut files = vec![(staged.zip.clone(), zip)];
     if !encrypted {
         files.extend(
             built
                 .files
                 .into_iter()
                 .skip(1)
-                .map(|(name, c)| (format!("{}/{name}", staged.dir), Source::from(c))),
+                .map(|(name, c)| (format!("{}/{name}", staged.dir), c)),
         );
     }
     files

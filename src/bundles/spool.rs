@@ -24,6 +24,7 @@ use super::matcher::ReqIdx;
 use super::render::{self, BundleDataset, BundleFile, BundleManifest};
 use crate::error::{Error, Result};
 use crate::spec::{Dataset, Pipeline};
+use crate::storage::Source;
 
 /// One request's buffer larger than this is appended to its spool file.
 pub const SPILL_BYTES: usize = 4 << 20;
@@ -219,44 +220,29 @@ pub enum Spooled {
     Spilled,
 }
 
-/// One file of a built bundle.
-#[derive(Debug)]
-pub enum Content {
-    Memory(Vec<u8>),
-    File(PathBuf),
-}
-
-impl From<Content> for crate::storage::Source {
-    fn from(c: Content) -> Self {
-        match c {
-            Content::Memory(b) => crate::storage::Source::Memory(bytes::Bytes::from(b)),
-            Content::File(p) => crate::storage::Source::File(p),
-        }
+/// Size in bytes of `c`.
+fn size(c: &Source) -> Result<u64> {
+    match c {
+        Source::Memory(b) => Ok(b.len() as u64),
+        Source::File(p) => Ok(fs::metadata(p).map_err(io("stat", p))?.len()),
     }
 }
 
-impl Content {
-    fn size(&self) -> Result<u64> {
-        match self {
-            Content::Memory(b) => Ok(b.len() as u64),
-            Content::File(p) => Ok(fs::metadata(p).map_err(io("stat", p))?.len()),
-        }
+/// Size and SHA-256 of `c`.
+fn hash(c: &Source) -> Result<(u64, String)> {
+    match c {
+        Source::Memory(b) => Ok((b.len() as u64, hex::encode(Sha256::digest(b)))),
+        Source::File(p) => hash_file(p),
     }
+}
 
-    fn hash(&self) -> Result<(u64, String)> {
-        match self {
-            Content::Memory(b) => Ok((b.len() as u64, hex::encode(Sha256::digest(b)))),
-            Content::File(p) => hash_file(p),
-        }
-    }
-
-    fn copy_to(&self, w: &mut impl Write, what: &Path) -> Result<()> {
-        match self {
-            Content::Memory(b) => w.write_all(b).map_err(io("zip", what)),
-            Content::File(p) => {
-                let mut r = File::open(p).map_err(io("open", p))?;
-                io::copy(&mut r, w).map(|_| ()).map_err(io("zip", p))
-            }
+/// Writes `c` to `w` (`what` names the zip in errors).
+fn copy_to(c: &Source, w: &mut impl Write, what: &Path) -> Result<()> {
+    match c {
+        Source::Memory(b) => w.write_all(b).map_err(io("zip", what)),
+        Source::File(p) => {
+            let mut r = File::open(p).map_err(io("open", p))?;
+            io::copy(&mut r, w).map(|_| ()).map_err(io("zip", p))
         }
     }
 }
@@ -282,7 +268,7 @@ pub fn hash_file(path: &Path) -> Result<(u64, String)> {
 #[derive(Debug)]
 pub struct Built {
     /// (name inside the bundle folder, content), README first.
-    pub files: Vec<(String, Content)>,
+    pub files: Vec<(String, Source)>,
     /// The manifest without folder, generation and zip.
     pub manifest: BundleManifest,
     dir: PathBuf,
@@ -292,7 +278,7 @@ impl Built {
     /// The README, the bundle's first file (assembled in memory): what claims its folder.
     pub fn readme(&self) -> Result<&[u8]> {
         match self.files.first() {
-            Some((_, Content::Memory(b))) => Ok(b),
+            Some((_, Source::Memory(b))) => Ok(b),
             _ => Err(Error::internal(
                 "a bundle's README is assembled first, in memory",
             )),
@@ -335,7 +321,7 @@ pub fn assemble(
     // The request's spool directory exists only when something went to disk: creating (and
     // later removing) one per request costs more than a small bundle's whole assembly.
     let dir = spool.dir(req);
-    let mut files: Vec<(String, Content)> = Vec::new();
+    let mut files: Vec<(String, Source)> = Vec::new();
     let mut datasets = BTreeMap::new();
     let skip_empty = p.policies.bundle_passphrases.is_none();
     for ds in p.tenant_datasets() {
@@ -352,17 +338,17 @@ pub fn assemble(
                 private_dir(&dir)?;
                 let f = File::create(&path).map_err(io("create", &path))?;
                 assemble_parquet(&parts, ds, p, f)?;
-                Content::File(path)
+                Source::File(path)
             } else {
                 match pending.remove(name) {
-                    Some(Spooled::Buffer(buf)) => Content::Memory(buf),
+                    Some(Spooled::Buffer(buf)) => Source::Memory(buf.into()),
                     Some(Spooled::Tail(buf)) => {
                         spool.append(req, name, &buf)?;
-                        Content::File(dir.join(name))
+                        Source::File(dir.join(name))
                     }
-                    Some(Spooled::Spilled) => Content::File(dir.join(name)),
-                    None if name.ends_with(".csv") => Content::Memory(render::csv_header(ds)),
-                    None => Content::Memory(Vec::new()),
+                    Some(Spooled::Spilled) => Source::File(dir.join(name)),
+                    None if name.ends_with(".csv") => Source::Memory(render::csv_header(ds).into()),
+                    None => Source::Memory(bytes::Bytes::new()),
                 }
             };
             files.push((name.clone(), content));
@@ -371,11 +357,11 @@ pub fn assemble(
     }
     m.datasets = datasets;
     let readme = readme.render(p, &m, super::REDACTED).into_bytes();
-    files.insert(0, ("README.md".into(), Content::Memory(readme)));
+    files.insert(0, ("README.md".into(), Source::Memory(readme.into())));
     m.files = files
         .iter()
         .map(|(name, c)| {
-            c.hash().map(|(size, sha256)| BundleFile {
+            hash(c).map(|(size, sha256)| BundleFile {
                 path: name.clone(),
                 size,
                 sha256,
@@ -402,7 +388,7 @@ pub fn zip(
     folder: &str,
     generation: u32,
     passphrase: Option<&str>,
-) -> Result<(Content, BundleManifest)> {
+) -> Result<(Source, BundleManifest)> {
     let mut m = b.manifest.clone();
     m.folder = folder.to_string();
     m.generation = generation;
@@ -418,16 +404,16 @@ pub fn zip(
             &b.files,
             passphrase,
         )?;
-        Content::Memory(w.into_inner())
+        Source::Memory(w.into_inner().into())
     } else {
         let path = b.dir.join("bundle.zip");
         private_dir(&b.dir)?;
         let f = File::create(&path).map_err(io("create", &path))?;
         let mut w = write_zip(io::BufWriter::new(f), &b.dir, &m, &b.files, passphrase)?;
         w.flush().map_err(io("write", &path))?;
-        Content::File(path)
+        Source::File(path)
     };
-    let (size, sha256) = zip.hash()?;
+    let (size, sha256) = hash(&zip)?;
     m.zip = Some(BundleFile {
         path: format!("{folder}.zip"),
         size,
@@ -443,7 +429,7 @@ fn write_zip<W: Write + Seek>(
     w: W,
     dir: &Path,
     m: &BundleManifest,
-    files: &[(String, Content)],
+    files: &[(String, Source)],
     passphrase: Option<&str>,
 ) -> Result<W> {
     use ::zip::write::SimpleFileOptions;
@@ -476,19 +462,20 @@ fn write_zip<W: Write + Seek>(
         .compression_method(::zip::CompressionMethod::Deflated)
         .compression_level(Some(1))
         .last_modified_time(when);
-    let manifest = Content::Memory(
+    let manifest = Source::Memory(
         serde_json::to_vec_pretty(m)
-            .map_err(|e| Error::internal(format!("bundle manifest encoding: {e}")))?,
+            .map_err(|e| Error::internal(format!("bundle manifest encoding: {e}")))?
+            .into(),
     );
     let mut z = ::zip::ZipWriter::new(w);
-    let mut entries: Vec<(&str, &Content)> = Vec::new();
+    let mut entries: Vec<(&str, &Source)> = Vec::new();
     if let Some((name, c)) = files.first() {
         entries.push((name, c));
     }
     entries.push(("manifest.json", &manifest));
     entries.extend(files.iter().skip(1).map(|(n, c)| (n.as_str(), c)));
     for (name, content) in entries {
-        let size = content.size()?;
+        let size = size(content)?;
         let large = size >= u64::from(u32::MAX);
         // Small files are stored as they are (see STORE_BELOW).
         let o = if size < STORE_BELOW {
@@ -505,7 +492,7 @@ fn write_zip<W: Write + Seek>(
         };
         z.start_file(format!("{}/{name}", m.folder), o)
             .map_err(zerr)?;
-        content.copy_to(&mut z, dir)?;
+        copy_to(content, &mut z, dir)?;
     }
     z.finish().map_err(zerr)
 }
@@ -633,9 +620,12 @@ mod tests {
             .take(STORE_BELOW as usize - 1)
             .collect();
         let files = vec![
-            ("README.md".to_string(), Content::Memory(small.clone())),
-            ("sms.csv".to_string(), Content::Memory(medium.clone())),
-            ("emails.jsonl".to_string(), Content::File(spooled)),
+            (
+                "README.md".to_string(),
+                Source::Memory(small.clone().into()),
+            ),
+            ("sms.csv".to_string(), Source::Memory(medium.clone().into())),
+            ("emails.jsonl".to_string(), Source::File(spooled)),
         ];
         for passphrase in [None, Some("correct horse")] {
             let bytes = write_zip(

@@ -58,6 +58,16 @@ pub enum Source {
     File(PathBuf),
 }
 
+/// Its size, never its content (which may be personal data).
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Memory(b) => write!(f, "Memory({} bytes)", b.len()),
+            Source::File(p) => f.debug_tuple("File").field(p).finish(),
+        }
+    }
+}
+
 /// Synchronous writes into a local [`Location::deferred_sync`] batch, for a caller that does a
 /// whole unit of work in one task (claim a folder, write its files, stage its commit object)
 /// rather than one task hop and one temporary file per object. Objects are written in

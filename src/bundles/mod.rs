@@ -488,6 +488,8 @@ struct Folders {
     used: HashMap<String, u32>,
     /// base → highest committed generation (its manifest exists).
     answered: HashMap<String, u32>,
+    /// base → when an object of its highest generation was last written.
+    touched: HashMap<String, chrono::DateTime<chrono::Utc>>,
 }
 
 impl Folders {
@@ -500,6 +502,12 @@ impl Folders {
             };
             let (base, g) = parse_folder(folder);
             let used = f.used.entry(base.to_string()).or_default();
+            let touched = f.touched.entry(base.to_string()).or_insert(o.last_modified);
+            if g > *used {
+                *touched = o.last_modified;
+            } else if g == *used {
+                *touched = (*touched).max(o.last_modified);
+            }
             *used = (*used).max(g);
             // An empty manifest is one a crash cut off before it was synced (earlier versions
             // linked manifests into place before syncing their content): not committed.
@@ -509,6 +517,33 @@ impl Folders {
             }
         }
         f
+    }
+
+    /// The generation of `base`'s newest folder when it is claimed but not committed and was
+    /// written to less than [`CLAIM_GRACE`] before `now`: another export is answering the
+    /// request (or one crashed within that time). An older unfinished folder is a crashed
+    /// attempt, skipped.
+    fn in_progress(&self, base: &str, now: chrono::DateTime<chrono::Utc>) -> Option<u32> {
+        let g = *self.used.get(base)?;
+        let committed = self.answered.get(base).is_some_and(|a| *a >= g);
+        let at = self.touched.get(base)?;
+        (!committed && now - *at < CLAIM_GRACE).then_some(g)
+    }
+}
+
+/// How long a claimed, uncommitted bundle folder counts as another export's work in progress
+/// (see [`Folders::in_progress`]): longer than any export takes to stage and commit a tenant's
+/// bundles, so that a request is answered once even when two exports run at the same time.
+const CLAIM_GRACE: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+/// The error of a request another export is answering: retryable (exit 75).
+fn in_progress(tenant: &str, request_id: &str, folder: &str) -> Error {
+    Error::CommitConflict {
+        tenant: tenant.to_string(),
+        message: format!(
+            "request {request_id} is being answered by another export (its bundle folder {folder} is claimed but not committed); rerun later. A folder left unfinished for over {} hour(s) is taken for a crashed export and skipped",
+            CLAIM_GRACE.num_hours()
+        ),
     }
 }
 
@@ -811,18 +846,28 @@ async fn export_tenant(
     let folders = Folders::from_listing(&listed, &prefix);
     let mut reports = Vec::new();
     let mut todo = Vec::new();
+    let listed_at = chrono::Utc::now();
     for r in requests {
-        match folders.answered.get(&r.base) {
-            Some(g) if !opts.force => {
+        if !opts.force {
+            if let Some(g) = folders.answered.get(&r.base) {
                 let mut b = BundleReport::new(&r.request_id, BundleStatus::AlreadyAnswered);
                 let folder = folder_name(&r.base, *g);
                 b.path = Some(format!("{prefix}{folder}"));
                 b.zip = Some(format!("{prefix}{folder}.zip"));
                 b.generation = Some(*g);
                 reports.push(b);
+                continue;
             }
-            _ => todo.push(r),
+            if let Some(g) = folders.in_progress(&r.base, listed_at) {
+                let folder = format!("{prefix}{}", folder_name(&r.base, g));
+                reports.push(failed(
+                    &r.request_id,
+                    &in_progress(tenant, &r.request_id, &folder),
+                ));
+                continue;
+            }
         }
+        todo.push(r);
     }
     let mut out = TenantExport {
         tenant: tenant.to_string(),
@@ -897,6 +942,7 @@ async fn export_tenant(
                 first,
                 snapshot.clone(),
                 now,
+                opts.force,
             )
         })
         .collect();
@@ -1483,6 +1529,8 @@ struct Prepared {
     base: String,
     /// The first generation free for the request's folder.
     first_generation: u32,
+    /// `--force`: a new generation is written even if another export claims this one meanwhile.
+    force: bool,
     outcome: Outcome,
     manifest: BundleManifest,
     /// The request's rendered rows still in memory (the rest is in the spool).
@@ -1502,6 +1550,7 @@ fn prepare(
     first_generation: u32,
     snapshot: SnapshotRef,
     now: chrono::DateTime<chrono::Utc>,
+    force: bool,
 ) -> Prepared {
     let i = req as usize;
     let stats = scanned.stats[i].clone();
@@ -1545,6 +1594,7 @@ fn prepare(
         request_id: r.request_id.clone(),
         base: r.base.clone(),
         first_generation,
+        force,
         outcome,
         manifest,
         pending,
@@ -1566,6 +1616,27 @@ fn no_folder(tenant: &str, request_id: &str) -> Error {
     }
 }
 
+/// The generations a bundle may claim, from the first one free when the tenant's bundles were
+/// listed: only that one, unless `force`. Had another export claimed it since, that export is
+/// answering the request, and answering it here too would hand out two bundles; with `--force`
+/// the next free generation is taken instead.
+fn claimable(first: u32, force: bool) -> std::ops::RangeInclusive<u32> {
+    if force {
+        first..=first + MAX_GENERATIONS
+    } else {
+        first..=first
+    }
+}
+
+/// The error when no generation of [`claimable`] could be claimed (`folder`: the first one).
+fn not_claimed(tenant: &str, request_id: &str, folder: &str, force: bool) -> Error {
+    if force {
+        no_folder(tenant, request_id)
+    } else {
+        in_progress(tenant, request_id, folder)
+    }
+}
+
 /// The README of the folder of generation `g`: creating it claims the folder.
 fn claim_path(prefix: &str, base: &str, g: u32) -> String {
     format!("{prefix}{}/README.md", folder_name(base, g))
@@ -1582,8 +1653,8 @@ struct StageShared<'a> {
 }
 
 /// Stages one bundle on a local batch ([`Location::in_place`]), synchronously: assembles it,
-/// claims a folder (its README created with `O_EXCL`: an unfinished folder may be a crashed
-/// attempt or a concurrent export, so it is skipped, never reused), zips it, writes its files
+/// claims a folder (its README created with `O_EXCL`, in a generation of [`claimable`]: an
+/// unfinished folder is a crashed attempt or a concurrent export's, never reused), zips it, writes its files
 /// in place and stages its manifest beside them. [`commit_bundles`] commits it once the files
 /// are durable. A tenant's bundles are staged by one task on the CPU pool, in parallel there.
 fn stage_in_place(w: &InPlace, sh: &StageShared, j: Prepared) -> Result<Staged> {
@@ -1598,13 +1669,16 @@ fn stage_in_place(w: &InPlace, sh: &StageShared, j: Prepared) -> Result<Staged> 
     )?;
     let readme = built.readme()?;
     let mut claimed = None;
-    for g in j.first_generation..=j.first_generation + MAX_GENERATIONS {
+    for g in claimable(j.first_generation, j.force) {
         if w.create_new(&claim_path(sh.prefix, &j.base, g), readme)? {
             claimed = Some(g);
             break;
         }
     }
-    let generation = claimed.ok_or_else(|| no_folder(sh.tenant, &j.request_id))?;
+    let generation = claimed.ok_or_else(|| {
+        let folder = format!("{}{}", sh.prefix, folder_name(&j.base, j.first_generation));
+        not_claimed(sh.tenant, &j.request_id, &folder, j.force)
+    })?;
     let folder = folder_name(&j.base, generation);
     let (zip, manifest) = spool::zip(&built, &folder, generation, j.passphrase.as_deref())?;
     let staged = Staged::new(
@@ -1642,6 +1716,7 @@ async fn stage_remote(
         request_id,
         base,
         first_generation,
+        force,
         outcome,
         manifest,
         pending,
@@ -1651,7 +1726,7 @@ async fn stage_remote(
         cpu(move || spool::assemble(&spool, req, pending, &p, formats, &readmes, manifest)).await?;
     let readme = Bytes::copy_from_slice(built.readme()?);
     let mut claimed = None;
-    for g in first_generation..=first_generation + MAX_GENERATIONS {
+    for g in claimable(first_generation, force) {
         if outputs
             .put_if_absent(&claim_path(prefix, &base, g), readme.clone())
             .await?
@@ -1660,7 +1735,10 @@ async fn stage_remote(
             break;
         }
     }
-    let generation = claimed.ok_or_else(|| no_folder(tenant, &request_id))?;
+    let generation = claimed.ok_or_else(|| {
+        let folder = format!("{prefix}{}", folder_name(&base, first_generation));
+        not_claimed(tenant, &request_id, &folder, force)
+    })?;
     let folder = folder_name(&base, generation);
     let encrypted = passphrase.is_some();
     let f = folder.clone();
@@ -2059,6 +2137,47 @@ mod tests {
         assert_eq!(f.used.get("A"), Some(&2), "a crashed --force attempt");
         assert_eq!(f.answered.get("B"), None, "claimed but never committed");
         assert_eq!(f.used.get("B"), Some(&1));
+
+        // A claimed, uncommitted newest folder is another export's work for an hour, then a
+        // crashed attempt's. Only the newest generation's writes count.
+        let at = |path: &str, minutes_ago: i64| ObjectInfo {
+            last_modified: chrono::Utc::now() - chrono::TimeDelta::minutes(minutes_ago),
+            ..info(path)
+        };
+        let listed = [
+            at("tenants/t/bundles/D/README.md", 5),
+            at("tenants/t/bundles/D/manifest.json", 5),
+            at("tenants/t/bundles/E/README.md", 30),
+            at("tenants/t/bundles/E/emails.jsonl", 2),
+            at("tenants/t/bundles/F/README.md", 90),
+            at("tenants/t/bundles/G/README.md", 5),
+            at("tenants/t/bundles/G/manifest.json", 5),
+            at("tenants/t/bundles/G~2/README.md", 120),
+            at("tenants/t/bundles/H~2/README.md", 200),
+            at("tenants/t/bundles/H/README.md", 1),
+        ];
+        let f = Folders::from_listing(&listed, prefix);
+        let now = chrono::Utc::now();
+        assert_eq!(f.in_progress("D", now), None, "committed");
+        assert_eq!(f.in_progress("E", now), Some(1), "written to 2 minutes ago");
+        assert_eq!(
+            f.in_progress("E", now + chrono::TimeDelta::minutes(59)),
+            None
+        );
+        assert_eq!(f.in_progress("F", now), None, "untouched for 90 minutes");
+        assert_eq!(
+            f.in_progress("G", now),
+            None,
+            "a --force attempt that crashed"
+        );
+        assert_eq!(
+            f.in_progress("H", now),
+            None,
+            "generation 1's recent write says nothing of generation 2"
+        );
+        assert_eq!(f.in_progress("nobody", now), None);
+        assert_eq!(claimable(3, false), 3..=3);
+        assert_eq!(claimable(3, true), 3..=3 + MAX_GENERATIONS);
     }
 
     #[test]

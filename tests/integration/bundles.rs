@@ -751,6 +751,62 @@ fn bundles_on_local_disk() {
         );
     }
 
+    // Two exports at once answer a request once: a folder that another export claimed within
+    // the hour and has not committed is its work in progress, so this export fails the request
+    // with exit 75 (retry later) instead of answering it a second time. An unfinished folder
+    // older than that is a crashed export's: skipped, the request answered beside it.
+    let bundles_dir = out.join(format!("tenants/{}/bundles", r.tenant));
+    let claimed = bundles_dir.join("CLAIMED-1/README.md");
+    std::fs::create_dir_all(claimed.parent().unwrap()).unwrap();
+    std::fs::write(&claimed, "claimed by another export\n").unwrap();
+    let one_off = |id: &str| {
+        lethe(
+            &[
+                "export",
+                spec,
+                "--tenant",
+                &r.tenant,
+                "--subject",
+                &subjects[0],
+                "--request-id",
+                id,
+                "--format",
+                "json,csv,parquet",
+            ],
+            &[],
+        )
+    };
+    let o = one_off("CLAIMED-1");
+    assert_eq!(o.status.code(), Some(75), "{}", text(&o));
+    assert!(
+        text(&o).contains("being answered by another export"),
+        "{}",
+        text(&o)
+    );
+    assert!(!bundles_dir.join("CLAIMED-1/manifest.json").exists());
+    assert!(
+        !bundles_dir.join("CLAIMED-1~2").exists(),
+        "not answered twice"
+    );
+    std::fs::File::options()
+        .write(true)
+        .open(&claimed)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 3600))
+        .unwrap();
+    let o = one_off("CLAIMED-1");
+    assert!(o.status.success(), "{}", text(&o));
+    let m = check_bundle(&bundles_dir, "CLAIMED-1~2");
+    assert_eq!(m["generation"], 2);
+    assert_eq!(checksums(&m), checksums(&original));
+    assert_eq!(
+        std::fs::read_to_string(&claimed).unwrap(),
+        "claimed by another export\n",
+        "the crashed export's folder is left as it was"
+    );
+    // (Removed here only so that the retention checks below see answered bundles alone.)
+    std::fs::remove_dir_all(claimed.parent().unwrap()).unwrap();
+
     // A rerun answers nothing again and touches nothing.
     let before = bundle_files(&out);
     assert!(

@@ -1654,9 +1654,10 @@ struct StageShared<'a> {
 
 /// Stages one bundle on a local batch ([`Location::in_place`]), synchronously: assembles it,
 /// claims a folder (its README created with `O_EXCL`, in a generation of [`claimable`]: an
-/// unfinished folder is a crashed attempt or a concurrent export's, never reused), zips it, writes its files
-/// in place and stages its manifest beside them. [`commit_bundles`] commits it once the files
-/// are durable. A tenant's bundles are staged by one task on the CPU pool, in parallel there.
+/// unfinished folder is a crashed attempt or a concurrent export's, never reused), zips it,
+/// writes its files in place and stages its manifest beside them. [`commit_bundles`] commits it
+/// once the files are durable. A tenant's bundles are staged by one task on the CPU pool, in
+/// parallel there.
 fn stage_in_place(w: &InPlace, sh: &StageShared, j: Prepared) -> Result<Staged> {
     let built = spool::assemble(
         sh.spool,

@@ -1222,6 +1222,38 @@ fn bundles_on_s3() {
             .collect::<Vec<_>>()
     };
     assert_eq!(bundles(&relisted), bundles(&listed), "rerun is a no-op");
+
+    // A folder another export claimed a moment ago (the store's own clock dates it) is its work
+    // in progress: this export leaves the request to it (exit 75) and writes nothing for it.
+    let r = &access[0];
+    let claimed = format!("out/tenants/{}/bundles/CLAIMED-S3", r.tenant);
+    rt.block_on(dest.put(
+        &format!("{claimed}/README.md"),
+        bytes::Bytes::from_static(b"claimed by another export\n"),
+    ))
+    .unwrap();
+    let subject = format!("{}={}", r.id_kind, r.identifier);
+    let o = lethe(
+        &[
+            "export",
+            spec,
+            "--tenant",
+            &r.tenant,
+            "--subject",
+            &subject,
+            "--request-id",
+            "CLAIMED-S3",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(75), "{}", text(&o));
+    let after = rt.block_on(dest.list(&claimed)).unwrap();
+    assert!(
+        after
+            .iter()
+            .all(|o| o.path.ends_with("CLAIMED-S3/README.md")),
+        "{after:?}"
+    );
 }
 
 /// A quick, in-process look at the measurement of issue 5: 1,000 access requests answered in one

@@ -1725,7 +1725,7 @@ async fn stage_remote(
     } = j;
     let built =
         cpu(move || spool::assemble(&spool, req, pending, &p, formats, &readmes, manifest)).await?;
-    let readme = Bytes::copy_from_slice(built.readme()?);
+    let readme = built.readme()?.clone();
     let mut claimed = None;
     for g in claimable(first_generation, force) {
         if outputs

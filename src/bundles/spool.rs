@@ -276,7 +276,7 @@ pub struct Built {
 
 impl Built {
     /// The README, the bundle's first file (assembled in memory): what claims its folder.
-    pub fn readme(&self) -> Result<&[u8]> {
+    pub fn readme(&self) -> Result<&bytes::Bytes> {
         match self.files.first() {
             Some((_, Source::Memory(b))) => Ok(b),
             _ => Err(Error::internal(

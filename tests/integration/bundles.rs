@@ -503,6 +503,31 @@ fn email_tokens(s: &str) -> Vec<String> {
     .collect()
 }
 
+/// `lethe export` of a one-off request: `subject` (`KIND=VALUE`) of `tenant`, as `request_id`.
+fn export_one_off(
+    spec: &str,
+    tenant: &str,
+    subject: &str,
+    request_id: &str,
+    formats: &str,
+) -> std::process::Output {
+    lethe(
+        &[
+            "export",
+            spec,
+            "--tenant",
+            tenant,
+            "--subject",
+            subject,
+            "--request-id",
+            request_id,
+            "--format",
+            formats,
+        ],
+        &[],
+    )
+}
+
 #[test]
 fn bundles_on_local_disk() {
     let tmp = tempfile::tempdir().unwrap();
@@ -720,23 +745,10 @@ fn bundles_on_local_disk() {
             .map(|f| (f["path"].to_string(), f["sha256"].to_string()))
             .collect()
     };
+    let all_formats = "json,csv,parquet";
     for (i, s) in subjects.iter().enumerate() {
         let id = format!("ONEOFF-{i}");
-        let o = lethe(
-            &[
-                "export",
-                spec,
-                "--tenant",
-                &r.tenant,
-                "--subject",
-                s,
-                "--request-id",
-                &id,
-                "--format",
-                "json,csv,parquet",
-            ],
-            &[],
-        );
+        let o = export_one_off(spec, &r.tenant, s, &id, all_formats);
         assert!(o.status.success(), "{}", text(&o));
         assert!(
             !String::from_utf8_lossy(&o.stdout).contains(&email),
@@ -759,23 +771,7 @@ fn bundles_on_local_disk() {
     let claimed = bundles_dir.join("CLAIMED-1/README.md");
     std::fs::create_dir_all(claimed.parent().unwrap()).unwrap();
     std::fs::write(&claimed, "claimed by another export\n").unwrap();
-    let one_off = |id: &str| {
-        lethe(
-            &[
-                "export",
-                spec,
-                "--tenant",
-                &r.tenant,
-                "--subject",
-                &subjects[0],
-                "--request-id",
-                id,
-                "--format",
-                "json,csv,parquet",
-            ],
-            &[],
-        )
-    };
+    let one_off = |id: &str| export_one_off(spec, &r.tenant, &subjects[0], id, all_formats);
     let o = one_off("CLAIMED-1");
     assert_eq!(o.status.code(), Some(75), "{}", text(&o));
     assert!(
@@ -1233,19 +1229,7 @@ fn bundles_on_s3() {
     ))
     .unwrap();
     let subject = format!("{}={}", r.id_kind, r.identifier);
-    let o = lethe(
-        &[
-            "export",
-            spec,
-            "--tenant",
-            &r.tenant,
-            "--subject",
-            &subject,
-            "--request-id",
-            "CLAIMED-S3",
-        ],
-        &[],
-    );
+    let o = export_one_off(spec, &r.tenant, &subject, "CLAIMED-S3", "json,csv");
     assert_eq!(o.status.code(), Some(75), "{}", text(&o));
     let after = rt
         .block_on(dest.list(&format!("out/tenants/{}/bundles/", r.tenant)))
